@@ -1,0 +1,1 @@
+src/lmod_tracker/schema/mysql.sql

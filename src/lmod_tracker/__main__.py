@@ -1,0 +1,3 @@
+from lmod_tracker.cli import main
+
+main()

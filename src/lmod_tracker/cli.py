@@ -1,0 +1,153 @@
+"""The ``lmod-tracker`` command line.
+
+Exit codes: 0 success, 1 a runtime failure (unreadable file, database down), 2 a configuration
+or usage error (one line on stderr says what to fix).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lmod_tracker import __version__, logs
+from lmod_tracker.config import ConfigError, Settings, load_settings
+from lmod_tracker.store.base import SCHEMA_VERSION, StoreError
+
+
+def _settings(ctx: click.Context, **overrides: Any) -> Settings:
+    try:
+        settings = load_settings(ctx.obj["config"], **overrides)
+    except ConfigError as exc:
+        click.echo(f"lmod-tracker: configuration error: {exc}", err=True)
+        sys.exit(2)
+    logs.setup(ctx.obj["log_format"] or settings.log_format,
+               ctx.obj["log_level"] or settings.log_level)
+    return settings
+
+
+def _run(coro: Any) -> int:
+    try:
+        return int(asyncio.run(coro))
+    except ConfigError as exc:
+        click.echo(f"lmod-tracker: configuration error: {exc}", err=True)
+        return 2
+    except StoreError as exc:
+        click.echo(f"lmod-tracker: database error: {exc}", err=True)
+        return 1
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="lmod-tracker")
+@click.option("--config", "-c", type=click.Path(dir_okay=False, path_type=Path),
+              envvar="LMOD_TRACKER_CONFIG", help="TOML configuration file.")
+@click.option("--log-format", type=click.Choice(["auto", "logfmt", "json", "console"]),
+              help="Log output format (default: console on a terminal, logfmt otherwise).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.pass_context
+def main(ctx: click.Context, config: Path | None, log_format: str | None,
+         log_level: str | None) -> None:
+    """Turn every Lmod module load in the syslog files into a row in a SQL database."""
+    ctx.obj = {"config": config, "log_format": log_format, "log_level": log_level}
+
+
+@main.command()
+@click.option("--log-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Directory holding lmod.log and its rotations.")
+@click.option("--once", is_flag=True,
+              help="Read what is there now, commit it and exit (instead of following).")
+@click.pass_context
+def run(ctx: click.Context, log_dir: Path | None, once: bool) -> None:
+    """Follow the log directory and commit every load event (the daemon)."""
+    settings = _settings(ctx, log_dir=log_dir)
+    from lmod_tracker.service import run_daemon
+
+    sys.exit(_run(run_daemon(settings, once=once)))
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True,
+                type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--from-start", is_flag=True,
+              help="Ignore checkpoints and read every file from its first byte"
+                   " (rows already stored are still skipped).")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bar (default: on when stderr is a terminal).")
+@click.pass_context
+def ingest(ctx: click.Context, files: tuple[Path, ...], from_start: bool,
+           progress: bool | None) -> None:
+    """Backfill: read FILES (plain or gzip) once and commit their load events."""
+    settings = _settings(ctx)
+    from lmod_tracker.service import ingest_files
+
+    if progress is None:
+        progress = sys.stderr.isatty()
+    sys.exit(_run(ingest_files(settings, list(files), from_start=from_start,
+                               progress=progress, echo=click.echo)))
+
+
+@main.command("check-config")
+@click.pass_context
+def check_config(ctx: click.Context) -> None:
+    """Print the effective settings (password redacted) and test the database."""
+    settings = _settings(ctx)
+    for key, value in settings.redacted().items():
+        click.echo(f"{key} = {value}")
+
+    async def probe() -> int:
+        from lmod_tracker.service import make_store
+
+        store = make_store(settings)
+        try:
+            await store.open()
+            version = await store.schema_version()
+        except StoreError as exc:
+            click.echo(f"database: unreachable: {exc}")
+            return 1
+        finally:
+            await store.close()
+        if version is None:
+            click.echo(f"database: {store.describe()} reachable, no schema yet"
+                       " (run `lmod-tracker db init`)")
+        elif version != SCHEMA_VERSION:
+            click.echo(f"database: {store.describe()} has schema version {version},"
+                       f" this version needs {SCHEMA_VERSION}")
+            return 1
+        else:
+            click.echo(f"database: {store.describe()} reachable, schema version {version}")
+        return 0
+
+    sys.exit(_run(probe()))
+
+
+@main.group()
+def db() -> None:
+    """Database administration."""
+
+
+@db.command("init")
+@click.pass_context
+def db_init(ctx: click.Context) -> None:
+    """Create the tables and views (idempotent) and record the schema version."""
+    settings = _settings(ctx)
+
+    async def init() -> int:
+        from lmod_tracker.service import make_store, prepare
+
+        store = make_store(settings)
+        try:
+            await prepare(store, settings, attempts=1)
+            await store.init_schema()
+        finally:
+            await store.close()
+        click.echo(f"schema version {SCHEMA_VERSION} ready in {store.describe()}")
+        return 0
+
+    sys.exit(_run(init()))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,183 @@
+"""All settings in one typed class: environment, ``.env`` files and an optional TOML file.
+
+Database variables keep the names of the lmod_tracking ingest script (``DB_USER``, ``DB_PASS``,
+``DB_HOST``, ``DB_PORT``, ``DB_NAME``, read from ``~/.ingest.env`` too); every other setting is
+``LMOD_TRACKER_<NAME>`` in the environment and ``<name>`` in the TOML file.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+_CONFIG_FILE: ContextVar[Path | None] = ContextVar("lmod_tracker_config_file", default=None)
+_SECRET_FIELDS = frozenset({"db_pass"})
+
+
+class ConfigError(Exception):
+    """A setting is wrong; the message is one line that says which and what to fix."""
+
+
+def default_sqlite_path() -> Path:
+    """``$STATE_DIRECTORY`` (systemd), else ``$XDG_STATE_HOME`` or ``~/.local/state``."""
+    state = os.environ.get("STATE_DIRECTORY")
+    if state:
+        return Path(state.split(":")[0]) / "lmod-tracker.db"
+    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(xdg) / "lmod-tracker" / "lmod-tracker.db"
+
+
+def _db(name: str) -> Any:
+    return AliasChoices(name, name.lower(), f"LMOD_TRACKER_{name}")
+
+
+class Settings(BaseSettings):
+    """Every setting of lmod-tracker, with its default."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LMOD_TRACKER_",
+        env_file=(str(Path.home() / ".ingest.env"), ".env"),
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+        validate_default=True,
+    )
+
+    # What to read
+    log_dir: Path = Field(Path("/var/log/lmod"), description="directory rsyslog writes to")
+    file_glob: str = Field("lmod.log*", description="which files in log_dir to follow")
+    exclude: list[str] = Field(["*.gz", "*.xz", "*.bz2", "*.zst"],
+                               description="globs never followed (compressed copies)")
+    start_position: Literal["beginning", "end"] = Field(
+        "beginning", description="where files without a checkpoint start, at the first scan")
+    poll_interval: float = Field(1.0, gt=0, le=60, description="stat sweep period, seconds")
+    rotate_wait: float = Field(5.0, ge=0, description="keep a vanished file open this long")
+    syslog_tag: str = Field("ModuleUsageTracking", min_length=1, pattern=r"^[^\s:\[\]]+$")
+    module_split: Literal["last", "first"] = Field(
+        "last", description="split module= at the last or first '/'")
+    max_line_bytes: int = Field(8192, ge=256, le=1 << 20)
+    instance: str = Field(default_factory=socket.gethostname, min_length=1, max_length=128)
+
+    # Pipeline
+    read_block_bytes: int = Field(256 * 1024, ge=4096, le=16 << 20)
+    queue_chunks: int = Field(16, ge=1, le=1024)
+    batch_size: int = Field(5000, ge=1, le=100_000)
+    batch_timeout: float = Field(0.25, gt=0, le=60, description="seconds")
+    retry_initial: float = Field(0.5, gt=0)
+    retry_max: float = Field(30.0, gt=0)
+    shutdown_grace: float = Field(10.0, ge=0)
+
+    # Database
+    backend: Literal["auto", "sqlite", "mysql"] = "auto"
+    sqlite_path: Path = Field(default_factory=default_sqlite_path)
+    db_host: str = Field("localhost", validation_alias=_db("DB_HOST"))
+    db_port: int = Field(3306, ge=1, le=65535, validation_alias=_db("DB_PORT"))
+    db_user: str | None = Field(None, validation_alias=_db("DB_USER"))
+    db_pass: SecretStr = Field(SecretStr(""), validation_alias=_db("DB_PASS"))
+    db_name: str | None = Field(None, validation_alias=_db("DB_NAME"))
+    db_socket: str | None = Field(None, validation_alias=_db("DB_SOCKET"))
+    db_timeout: float = Field(30.0, gt=0, description="seconds for one database call")
+
+    # Logging
+    log_format: Literal["auto", "logfmt", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.backend == "auto":
+            self.backend = "mysql" if (self.db_name or self.db_user) else "sqlite"
+        if self.backend == "mysql":
+            if not self.db_name:
+                raise ValueError("DB_NAME must be set for the mysql backend")
+            if not self.db_user:
+                raise ValueError("DB_USER must be set for the mysql backend")
+        if self.read_block_bytes <= self.max_line_bytes:
+            raise ValueError("read_block_bytes must be larger than max_line_bytes")
+        if self.retry_max < self.retry_initial:
+            raise ValueError("retry_max must not be smaller than retry_initial")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
+        path = _CONFIG_FILE.get()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective settings for logs and ``check-config``: the password is never shown."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if name in _SECRET_FIELDS:
+                value = "***" if value.get_secret_value() else ""
+            elif isinstance(value, Path):
+                value = str(value)
+            out[name] = value
+        if self.backend == "sqlite":
+            for name in ("db_host", "db_port", "db_user", "db_pass", "db_name", "db_socket"):
+                out.pop(name)
+        else:
+            out.pop("sqlite_path")
+        return out
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Read the settings; raise ConfigError with one line that says what to fix."""
+    if config_file is None and os.environ.get("LMOD_TRACKER_CONFIG"):
+        config_file = Path(os.environ["LMOD_TRACKER_CONFIG"])
+    if config_file is not None:
+        _check_toml(config_file)
+    token = _CONFIG_FILE.set(config_file)
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    finally:
+        _CONFIG_FILE.reset(token)
+
+
+def _check_toml(path: Path) -> None:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    known = set(Settings.model_fields)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown setting {unknown[0]!r}"
+                          f" (known: {', '.join(sorted(known))})")
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "settings"
+        if loc in Settings.model_fields:
+            loc = f"{loc} (LMOD_TRACKER_{loc.upper()})"
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(msg if loc == "settings" else f"{loc}: {msg}")
+    return "invalid setting " + "; ".join(parts)

@@ -1,0 +1,68 @@
+"""Logging: structlog, one event per line on stderr.
+
+``logfmt`` (key=value) when stderr is not a terminal, coloured console output when it is, JSON
+on request. Under journald (``JOURNAL_STREAM`` set) no timestamp is added: the journal has one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+import structlog
+
+
+def setup(fmt: str = "auto", level: str = "info") -> None:
+    if fmt == "auto":
+        fmt = "console" if sys.stderr.isatty() else "logfmt"
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+    ]
+    if not os.environ.get("JOURNAL_STREAM"):
+        processors.append(structlog.processors.TimeStamper(fmt="iso", utc=True))
+    if fmt == "json":
+        processors += [structlog.processors.format_exc_info,
+                       structlog.processors.JSONRenderer()]
+    elif fmt == "logfmt":
+        processors += [structlog.processors.format_exc_info,
+                       structlog.processors.LogfmtRenderer(
+                           key_order=["timestamp", "level", "event"], drop_missing=True)]
+    else:
+        processors.append(structlog.dev.ConsoleRenderer())
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get(name: str) -> Any:
+    return structlog.get_logger(name)
+
+
+class RateLimit:
+    """Allows ``burst`` events per ``period`` seconds; counts what it suppressed."""
+
+    def __init__(self, burst: int = 10, period: float = 60.0) -> None:
+        self.burst = burst
+        self.period = period
+        self._window = 0.0
+        self._count = 0
+        self.suppressed = 0
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        if now - self._window >= self.period:
+            self._window = now
+            self._count = 0
+        self._count += 1
+        if self._count <= self.burst:
+            return True
+        self.suppressed += 1
+        return False

@@ -1,0 +1,139 @@
+"""The writer side: batches chunks from the bounded queue and commits them, retrying forever.
+
+Readers ``await queue.put(chunk)``; when the database is slow or down the queue fills and the
+readers wait, so memory is bounded by ``queue_chunks`` x ``read_block_bytes`` whatever the
+backlog. A batch is committed whole (rows, rejects, checkpoints) or not at all, and retried
+with exponential backoff and jitter until it commits or the caller gives up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from lmod_tracker import logs
+from lmod_tracker.events import Chunk
+from lmod_tracker.store.base import Batch, CommitResult, Store, StoreError
+
+log = logs.get("lmod_tracker.writer")
+
+#: Put into the queue by the reader side to say "nothing more will come".
+END: None = None
+
+
+@dataclass
+class Stats:
+    """Counters for the status endpoint, the summary log line and ``ingest``'s report."""
+
+    events: int = 0          # rows inserted
+    duplicates: int = 0      # valid lines already in the database
+    rejected: int = 0        # lines with our tag that could not be parsed
+    foreign: int = 0         # lines of other programs
+    batches: int = 0
+    retries: int = 0
+    bytes: int = 0
+    last_commit: float = 0.0  # time.time()
+    last_error: str = ""
+    degraded: bool = False
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
+
+    def add(self, result: CommitResult, batch: Batch) -> None:
+        self.events += result.inserted
+        self.duplicates += result.duplicates
+        self.rejected += len(batch.rejects)
+        self.foreign += batch.foreign
+        self.bytes += batch.nbytes
+        self.batches += 1
+        self.last_commit = time.time()
+        if batch.first_read_at:
+            self.latencies.append(self.last_commit - batch.first_read_at)
+
+
+class GaveUp(Exception):
+    """The writer stopped retrying (only when a maximum number of attempts was set)."""
+
+
+class Writer:
+    """Takes chunks from ``queue`` until :data:`END`, commits them in batches."""
+
+    def __init__(self, store: Store, instance: str, queue: asyncio.Queue[Chunk | None], *,
+                 batch_size: int, batch_timeout: float, retry_initial: float = 0.5,
+                 retry_max: float = 30.0, max_attempts: int | None = None,
+                 stats: Stats | None = None) -> None:
+        self.store = store
+        self.instance = instance
+        self.queue = queue
+        self.batch_size = batch_size
+        self.batch_timeout = batch_timeout
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
+        self.max_attempts = max_attempts
+        self.stats = stats if stats is not None else Stats()
+        self._reject_log = logs.RateLimit(burst=20, period=60.0)
+        self.in_call_since: float | None = None  # monotonic start of the current commit
+
+    async def run(self) -> None:
+        """Commit batches until END has been taken from the queue and everything before it."""
+        done = False
+        while not done:
+            batch, done = await self._collect()
+            if batch.checkpoints:
+                await self._commit(batch)
+
+    async def _collect(self) -> tuple[Batch, bool]:
+        batch = Batch()
+        chunk = await self.queue.get()
+        if chunk is END:
+            return batch, True
+        batch.add(chunk)
+        deadline = time.monotonic() + self.batch_timeout
+        while len(batch) < self.batch_size:
+            try:
+                chunk = self.queue.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    chunk = await asyncio.wait_for(self.queue.get(), remaining)
+                except TimeoutError:
+                    break
+            if chunk is END:
+                return batch, True
+            batch.add(chunk)
+        return batch, False
+
+    async def _commit(self, batch: Batch) -> None:
+        attempt = 0
+        while True:
+            attempt += 1
+            self.in_call_since = time.monotonic()
+            try:
+                result = await self.store.commit(self.instance, batch)
+            except StoreError as exc:
+                self.stats.retries += 1
+                self.stats.last_error = str(exc)
+                self.stats.degraded = True
+                if self.max_attempts is not None and attempt >= self.max_attempts:
+                    raise GaveUp(str(exc)) from None
+                delay = min(self.retry_max, self.retry_initial * 2 ** (attempt - 1))
+                delay *= random.uniform(0.5, 1.0)
+                log.warning("commit failed, will retry", error=str(exc), attempt=attempt,
+                            retry_in=round(delay, 2), lines=len(batch) + len(batch.rejects))
+                await self.store.reset()
+                await asyncio.sleep(delay)
+                continue
+            finally:
+                self.in_call_since = None
+            break
+        if self.stats.degraded:
+            log.info("database reachable again", attempts=attempt)
+            self.stats.degraded = False
+        self.stats.add(result, batch)
+        for key, path, rej in batch.rejects:
+            if self._reject_log.allow():
+                log.warning("rejected line", file=path, offset=rej.offset, reason=rej.reason,
+                            fingerprint=key.fingerprint)

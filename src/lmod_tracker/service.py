@@ -1,0 +1,332 @@
+"""Wiring: the daemon (``run``) and the one-shot backfill (``ingest``).
+
+``run`` reads as startup, main loop, shutdown. Signals only set a flag; shutdown stops the
+readers, lets the writer commit what is queued within ``shutdown_grace`` seconds and exits 0.
+Whatever was not committed is read again at the next start: the checkpoints say where.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from lmod_tracker import logs
+from lmod_tracker.config import ConfigError, Settings
+from lmod_tracker.events import Chunk, FileKey
+from lmod_tracker.files import FINGERPRINT_BYTES, fingerprint_of, open_stream
+from lmod_tracker.follow import LineCutter
+from lmod_tracker.parse import Parser
+from lmod_tracker.pipeline import END, GaveUp, Stats, Writer
+from lmod_tracker.store.base import SchemaError, Store, StoreError, check_version
+from lmod_tracker.watch import Selection, Tailer
+
+log = logs.get("lmod_tracker")
+
+
+def make_store(settings: Settings) -> Store:
+    if settings.backend == "mysql":
+        from lmod_tracker.store.mysql import MySQLStore
+
+        return MySQLStore(
+            host=settings.db_host, port=settings.db_port, user=settings.db_user or "",
+            password=settings.db_pass.get_secret_value(), database=settings.db_name or "",
+            unix_socket=settings.db_socket, timeout=settings.db_timeout)
+    from lmod_tracker.store.sqlite import SQLiteStore
+
+    return SQLiteStore(settings.sqlite_path)
+
+
+def make_parser(settings: Settings) -> Parser:
+    return Parser(settings.syslog_tag, settings.module_split, settings.max_line_bytes)
+
+
+async def prepare(store: Store, settings: Settings, *, attempts: int | None,
+                  stop: asyncio.Event | None = None) -> bool:
+    """Connect, create the schema if there is none, check its version.
+
+    Retries while the database is unreachable (``attempts`` times, or until ``stop``).
+    Returns False if stopped first. Raises SchemaError or StoreError when it gives up.
+    """
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            await store.open()
+            version = await store.schema_version()
+            if version is None:
+                log.info("creating schema", database=store.describe())
+                await store.init_schema()
+                version = await store.schema_version()
+            check_version(version, store.describe())
+            return True
+        except SchemaError:
+            raise
+        except StoreError as exc:
+            await store.reset()
+            if attempts is not None and attempt >= attempts:
+                raise
+            delay = min(settings.retry_max, settings.retry_initial * 2 ** (attempt - 1))
+            delay *= random.uniform(0.5, 1.0)
+            log.warning("database unreachable, retrying", error=str(exc), attempt=attempt,
+                        retry_in=round(delay, 2))
+            if stop is None:
+                await asyncio.sleep(delay)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                if stop.is_set():
+                    return False
+
+
+def _install_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def run_daemon(settings: Settings, *, once: bool = False) -> int:
+    """The daemon: follow ``log_dir`` and commit every load event until SIGTERM/SIGINT."""
+    if not settings.log_dir.is_dir():
+        raise ConfigError(f"log_dir {settings.log_dir} is not a directory"
+                          " (set LMOD_TRACKER_LOG_DIR or --log-dir)")
+    stop = asyncio.Event()
+    _install_signals(stop)
+    store = make_store(settings)
+    log.info("starting", **settings.redacted())
+    if not await prepare(store, settings, attempts=None, stop=stop):
+        await store.close()
+        return 0
+
+    queue: asyncio.Queue[Chunk | None] = asyncio.Queue(maxsize=settings.queue_chunks)
+    stats = Stats()
+    writer = Writer(store, settings.instance, queue, batch_size=settings.batch_size,
+                    batch_timeout=settings.batch_timeout, retry_initial=settings.retry_initial,
+                    retry_max=settings.retry_max, stats=stats)
+    tailer = Tailer(Selection(settings.log_dir, settings.file_glob, tuple(settings.exclude)),
+                    store, settings.instance, make_parser(settings), queue,
+                    block_bytes=settings.read_block_bytes, poll_interval=settings.poll_interval,
+                    rotate_wait=settings.rotate_wait,
+                    start_at_end=settings.start_position == "end")
+    if not once:
+        tailer.start_watching()
+    writer_task = asyncio.create_task(writer.run(), name="writer")
+    reader_task = asyncio.create_task(tailer.run(stop, once=once), name="reader")
+    stop_task = asyncio.create_task(stop.wait(), name="stop")
+    summary_task = asyncio.create_task(_summaries(stats, tailer, 60.0), name="summary")
+    log.info("running", database=store.describe(), dir=str(settings.log_dir))
+    try:
+        done, _ = await asyncio.wait({writer_task, reader_task, stop_task},
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if writer_task in done:
+            writer_task.result()  # the writer only ends early on a bug: raise it
+        if reader_task in done:
+            reader_task.result()
+    finally:
+        log.info("stopping", queued=queue.qsize())
+        for task in (reader_task, stop_task, summary_task):
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(reader_task, stop_task, summary_task)
+        # --once without a signal commits everything; a signal gets the grace period.
+        grace = None if once and not stop.is_set() else settings.shutdown_grace
+        drained = await _drain(queue, writer_task, grace)
+        tailer.close()
+        await store.close()
+    log.info("stopped", drained=drained, **_totals(stats))
+    return 0
+
+
+async def _drain(queue: asyncio.Queue[Chunk | None], writer_task: asyncio.Task[None],
+                 grace: float | None) -> bool:
+    """Let the writer commit what is queued, within ``grace`` seconds."""
+    if writer_task.done():
+        return queue.empty()
+
+    async def finish() -> None:
+        await queue.put(END)
+        await writer_task
+
+    try:
+        await asyncio.wait_for(finish(), grace)
+        return True
+    except TimeoutError:
+        log.warning("shutdown grace period over; uncommitted lines will be read again at the"
+                    " next start", grace=grace)
+        writer_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await writer_task
+        return False
+
+
+def _totals(stats: Stats) -> dict[str, object]:
+    return {"events": stats.events, "duplicates": stats.duplicates, "rejected": stats.rejected,
+            "foreign": stats.foreign, "batches": stats.batches, "retries": stats.retries}
+
+
+async def _summaries(stats: Stats, tailer: Tailer, every: float) -> None:
+    last_events, last_time = 0, time.monotonic()
+    while True:
+        await asyncio.sleep(every)
+        now = time.monotonic()
+        rate = (stats.events - last_events) / (now - last_time)
+        last_events, last_time = stats.events, now
+        log.info("summary", files=len(tailer.followers), events_per_s=round(rate, 1),
+                 degraded=stats.degraded, **_totals(stats))
+
+
+# -- ingest ------------------------------------------------------------------------------
+
+
+@dataclass
+class FileReport:
+    path: str
+    events: int = 0
+    duplicates: int = 0
+    foreign: int = 0
+    rejected: int = 0
+    resumed_at: int = 0
+    error: str = ""
+
+
+async def ingest_files(settings: Settings, paths: list[Path], *, from_start: bool,
+                       progress: bool, echo: Callable[[str], None]) -> int:
+    """Backfill: read each file once (plain or gzip), commit with checkpoints. Exit code."""
+    store = make_store(settings)
+    try:
+        await prepare(store, settings, attempts=3)
+    except StoreError as exc:
+        echo(f"lmod-tracker: database failed: {exc}")
+        await store.close()
+        return 1
+    parser = make_parser(settings)
+    failed = False
+    try:
+        for path in paths:
+            report = FileReport(str(path))
+            try:
+                await _ingest_one(store, settings, parser, path, report,
+                                  from_start=from_start, progress=progress)
+            except OSError as exc:
+                report.error = f"cannot read: {exc.strerror or exc}"
+            except (EOFError, ValueError) as exc:  # truncated or corrupt gzip
+                report.error = f"cannot read: {exc}"
+            except (GaveUp, StoreError) as exc:
+                echo(f"{path}: database failed: {exc}")
+                return 1
+            failed = failed or bool(report.error)
+            echo(_report_line(report))
+    finally:
+        await store.close()
+    return 1 if failed else 0
+
+
+def _report_line(r: FileReport) -> str:
+    if r.error:
+        return f"{r.path}: {r.error}"
+    resumed = f" (resumed at byte {r.resumed_at})" if r.resumed_at else ""
+    return (f"{r.path}: {r.events} events, {r.duplicates} duplicates skipped, {r.foreign} foreign,"
+            f" {r.rejected} rejected{resumed}")
+
+
+async def _ingest_one(store: Store, settings: Settings, parser: Parser, path: Path,
+                      report: FileReport, *, from_start: bool, progress: bool) -> None:
+    stream, raw = open_stream(str(path))
+    with contextlib.ExitStack() as stack:
+        stack.callback(raw.close)
+        stack.callback(stream.close)
+        st = os.fstat(raw.fileno())
+        head = await asyncio.to_thread(stream.read, FINGERPRINT_BYTES)
+        if not head:
+            return
+        fingerprint = fingerprint_of(head) or fingerprint_of(head + b"\n")
+        assert fingerprint is not None
+        key = FileKey(st.st_dev, st.st_ino, fingerprint)
+        offset = 0 if from_start else (await store.checkpoint(settings.instance, key) or 0)
+        carry = head
+        if offset:
+            carry = await _skip(stream, head, offset, settings.read_block_bytes)
+            if carry is None:  # shorter than the checkpoint: not the content it recorded
+                offset, carry = 0, head
+                stream.seek(len(head))
+        report.resumed_at = offset
+
+        queue: asyncio.Queue[Chunk | None] = asyncio.Queue(maxsize=settings.queue_chunks)
+        stats = Stats()
+        writer = Writer(store, settings.instance, queue, batch_size=settings.batch_size,
+                        batch_timeout=settings.batch_timeout,
+                        retry_initial=settings.retry_initial, retry_max=settings.retry_max,
+                        max_attempts=5, stats=stats)
+        writer_task = asyncio.create_task(writer.run())
+        bar = None
+        if progress:
+            bar = stack.enter_context(click.progressbar(
+                length=st.st_size, label=path.name, file=sys.stderr))
+        try:
+            await _feed(stream, raw, carry, offset, key, str(path), parser, settings, queue,
+                        writer_task, bar)
+            await queue.put(END)
+            await writer_task
+        finally:
+            if not writer_task.done():
+                writer_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await writer_task
+        report.events, report.duplicates = stats.events, stats.duplicates
+        report.foreign, report.rejected = stats.foreign, stats.rejected
+
+
+async def _skip(stream: object, head: bytes, offset: int, block: int) -> bytes | None:
+    """Advance a stream already read up to ``len(head)`` to ``offset``; the bytes past it."""
+    if offset <= len(head):
+        return head[offset:]
+    remaining = offset - len(head)
+    read = stream.read  # type: ignore[attr-defined]
+    while remaining > 0:
+        data = await asyncio.to_thread(read, min(block, remaining))
+        if not data:
+            return None
+        remaining -= len(data)
+    return b""
+
+
+async def _feed(stream: object, raw: object, carry: bytes, pos: int, key: FileKey, path: str,
+                parser: Parser, settings: Settings, queue: asyncio.Queue[Chunk | None],
+                writer_task: asyncio.Task[None], bar: object) -> None:
+    cutter = LineCutter(settings.max_line_bytes)
+    read = stream.read  # type: ignore[attr-defined]
+    tell = raw.tell  # type: ignore[attr-defined]
+    shown = 0
+    while True:
+        block = await asyncio.to_thread(read, settings.read_block_bytes)
+        data = carry + block if carry else block
+        final = not block
+        lines, at, consumed, reject = cutter.cut(data, pos, final=final)
+        carry = data[consumed:]
+        pos += consumed
+        if consumed:
+            parsed = parser.parse_block(lines, at)
+            rejects = parsed.rejects if reject is None else [reject, *parsed.rejects]
+            chunk = Chunk(key, path, pos, parsed.events, rejects, parsed.foreign, consumed,
+                          time.time())
+            put = asyncio.ensure_future(queue.put(chunk))
+            await asyncio.wait({put, writer_task}, return_when=asyncio.FIRST_COMPLETED)
+            if writer_task.done():
+                put.cancel()
+                writer_task.result()  # raises GaveUp
+                return
+        if bar is not None:
+            now = tell()
+            bar.update(now - shown)  # type: ignore[attr-defined]
+            shown = now
+        if final:
+            return

@@ -1,0 +1,135 @@
+"""What every store does, and the pieces of it that do not depend on the backend."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Protocol
+
+from lmod_tracker.events import Chunk, FileKey, LoadEvent, Rejected
+
+SCHEMA_VERSION = 1
+
+
+class StoreError(Exception):
+    """A database problem, described for an operator (never contains the password)."""
+
+
+class SchemaError(StoreError):
+    """The database has no schema, or one of another version."""
+
+
+@dataclass
+class Batch:
+    """Everything one transaction commits: rows, rejects, and how far each file was read."""
+
+    events: list[LoadEvent] = field(default_factory=list)
+    rejects: list[tuple[FileKey, str, Rejected]] = field(default_factory=list)
+    checkpoints: dict[FileKey, tuple[str, int]] = field(default_factory=dict)
+    foreign: int = 0
+    nbytes: int = 0
+    first_read_at: float = 0.0
+
+    def add(self, chunk: Chunk) -> None:
+        if not self.checkpoints and not self.events:
+            self.first_read_at = chunk.read_at
+        self.events.extend(chunk.events)
+        self.rejects.extend((chunk.key, chunk.path, r) for r in chunk.rejects)
+        self.checkpoints[chunk.key] = (chunk.path, chunk.end_offset)
+        self.foreign += chunk.foreign
+        self.nbytes += chunk.nbytes
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    inserted: int
+    duplicates: int
+    rejected: int
+
+
+class Store(Protocol):
+    """A database that takes batches of load events with their file checkpoints."""
+
+    backend: str
+
+    def describe(self) -> str:
+        """Where the data goes, for logs and ``check-config`` (no secrets)."""
+        ...
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def init_schema(self) -> None:
+        """Create the tables and views if missing (idempotent)."""
+        ...
+
+    async def schema_version(self) -> int | None:
+        """The recorded schema version, or None when there is no schema."""
+        ...
+
+    async def checkpoint(self, instance: str, key: FileKey) -> int | None:
+        """How far ``instance`` has read this content: this exact file, else a copy of it."""
+        ...
+
+    async def commit(self, instance: str, batch: Batch) -> CommitResult:
+        """Insert the batch and move its checkpoints in one transaction."""
+        ...
+
+    async def reset(self) -> None:
+        """Drop the connection after an error; the next call reconnects."""
+        ...
+
+
+def schema_text(backend: str) -> str:
+    return resources.files("lmod_tracker.schema").joinpath(f"{backend}.sql").read_text()
+
+
+def schema_statements(backend: str) -> list[str]:
+    """The schema file split into statements (comments dropped)."""
+    lines = [ln for ln in schema_text(backend).splitlines() if not ln.lstrip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def utc_now_text() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def check_version(found: int | None, where: str) -> None:
+    """Raise a SchemaError that says what to do, unless ``found`` is ours."""
+    if found is None:
+        raise SchemaError(f"{where} has no lmod-tracker schema: run `lmod-tracker db init`")
+    if found != SCHEMA_VERSION:
+        raise SchemaError(
+            f"{where} has schema version {found}, this lmod-tracker needs {SCHEMA_VERSION}")
+
+
+class IdCache:
+    """Dimension ids by natural value, per table. Filled only from committed transactions."""
+
+    MAX_ENTRIES = 500_000
+
+    def __init__(self) -> None:
+        self.tables: dict[str, dict[object, int]] = {
+            "user": {}, "package": {}, "host": {}, "modulefile": {}}
+
+    def merge(self, pending: dict[str, dict[object, int]]) -> None:
+        for table, ids in pending.items():
+            known = self.tables[table]
+            if len(known) + len(ids) > self.MAX_ENTRIES:
+                known.clear()
+            known.update(ids)
+
+
+def dimension_values(events: list[LoadEvent]) -> dict[str, set[object]]:
+    """The distinct dimension values a batch of events refers to, per table."""
+    return {
+        "user": {e.user for e in events},
+        "package": {(e.package, e.version) for e in events},
+        "host": {e.host for e in events},
+        "modulefile": {e.path for e in events if e.path is not None},
+    }

@@ -1,0 +1,270 @@
+"""The MariaDB/MySQL store, through asyncmy (one connection, one transaction per batch).
+
+Duplicates are found before inserting, by a lookup on the natural key's leading column, so a
+re-read never burns auto-increment ids and no error is hidden behind ``INSERT IGNORE``. Two
+writers racing on the same rows make one of them fail with a duplicate key; that transaction is
+rolled back and retried like any transient error, and the retry finds the rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Sequence
+from typing import Any, TypeVar
+
+import asyncmy  # type: ignore[import-untyped]
+
+from lmod_tracker.events import FileKey
+from lmod_tracker.store.base import (
+    Batch,
+    CommitResult,
+    IdCache,
+    StoreError,
+    dimension_values,
+    schema_statements,
+    utc_now_text,
+)
+
+T = TypeVar("T")
+
+_LOOKUP_CHUNK = 2000
+_SESSION = (
+    "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION,NO_ZERO_DATE',"
+    " time_zone = '+00:00'",
+    "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+)
+_DIMENSIONS: dict[str, tuple[str, str]] = {
+    # table: (insert, select by value)
+    "user": ("INSERT INTO `user` (name) VALUES (%s)", "SELECT id, name FROM `user` WHERE name IN"),
+    "host": ("INSERT INTO host (name) VALUES (%s)", "SELECT id, name FROM host WHERE name IN"),
+    "modulefile": ("INSERT INTO modulefile (path) VALUES (%s)",
+                   "SELECT id, path FROM modulefile WHERE path IN"),
+}
+_INSERT_USAGE = (
+    "INSERT INTO module_usage (user_id, package_id, host_id, modulefile_id, jobid, load_time)"
+    " VALUES (%s, %s, %s, %s, %s, %s)")
+_SELECT_EXISTING = (
+    "SELECT DATE_FORMAT(load_time, '%%Y-%%m-%%d %%H:%%i:%%s.%%f'), host_id, user_id, package_id"
+    " FROM module_usage WHERE load_time IN ")
+_UPSERT_CHECKPOINT = (
+    "INSERT INTO file_checkpoint (instance, dev, ino, fingerprint, path, byte_offset, updated_at)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE"
+    " byte_offset = GREATEST(byte_offset, VALUES(byte_offset)),"
+    " path = VALUES(path), updated_at = VALUES(updated_at)")
+
+
+def _marks(n: int) -> str:
+    return "(" + ",".join(["%s"] * n) + ")"
+
+
+class MySQLStore:
+    """Store in a MariaDB or MySQL database."""
+
+    backend = "mysql"
+
+    def __init__(self, *, host: str, port: int, user: str, password: str, database: str,
+                 unix_socket: str | None = None, timeout: float = 30.0) -> None:
+        self._params: dict[str, Any] = {
+            "host": host, "port": port, "user": user, "password": password,
+            "database": database, "unix_socket": unix_socket,
+        }
+        self.timeout = timeout
+        self._conn: Any = None
+        self._ids = IdCache()
+
+    def describe(self) -> str:
+        p = self._params
+        where = f"unix:{p['unix_socket']}" if p["unix_socket"] else f"{p['host']}:{p['port']}"
+        return f"mysql://{p['user']}@{where}/{p['database']}"
+
+    async def _call(self, aw: Awaitable[T]) -> T:
+        """Every database call: bounded in time, errors as StoreError without secrets."""
+        try:
+            return await asyncio.wait_for(aw, self.timeout)
+        except TimeoutError as exc:
+            await self.reset()
+            raise StoreError(f"{self.describe()}: no answer within {self.timeout:g} s") from exc
+        except (asyncmy.errors.MySQLError, OSError, ConnectionError, RuntimeError,
+                AttributeError) as exc:
+            # asyncmy raises AttributeError/RuntimeError on calls over a dead connection.
+            await self.reset()
+            raise StoreError(f"{self.describe()}: {_safe(exc, self._params['password'])}") \
+                from None
+
+    async def _connection(self) -> Any:
+        if self._conn is None:
+            p = self._params
+            conn = await self._call(asyncmy.connect(
+                host=p["host"], port=p["port"], user=p["user"], password=p["password"],
+                database=p["database"], unix_socket=p["unix_socket"], autocommit=False,
+                connect_timeout=min(self.timeout, 10), stmt_cache_size=64))
+            async with conn.cursor() as cur:
+                for stmt in _SESSION:
+                    await self._call(cur.execute(stmt))
+            self._conn = conn
+        return self._conn
+
+    async def open(self) -> None:
+        await self._connection()
+
+    async def close(self) -> None:
+        await self.reset()
+
+    async def reset(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    async def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        conn = await self._connection()
+        async with conn.cursor() as cur:
+            await self._call(cur.execute(sql, params))
+            return list(await self._call(cur.fetchall()) or ())
+
+    async def _executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> int:
+        if not rows:
+            return 0
+        conn = await self._connection()
+        async with conn.cursor() as cur:
+            n = await self._call(cur.executemany(sql, rows))
+            return int(n or 0)
+
+    async def init_schema(self) -> None:
+        conn = await self._connection()
+        for stmt in schema_statements("mysql"):
+            await self._execute(stmt)
+        await self._call(conn.commit())
+
+    async def schema_version(self) -> int | None:
+        rows = await self._execute(
+            "SELECT COUNT(*) FROM information_schema.tables"
+            " WHERE table_schema = DATABASE() AND table_name = 'lmod_tracker_schema'")
+        if not rows or not rows[0][0]:
+            await self._rollback()
+            return None
+        rows = await self._execute("SELECT MAX(version) FROM lmod_tracker_schema")
+        await self._rollback()
+        return None if not rows or rows[0][0] is None else int(rows[0][0])
+
+    async def _rollback(self) -> None:
+        if self._conn is not None:
+            await self._call(self._conn.rollback())
+
+    async def checkpoint(self, instance: str, key: FileKey) -> int | None:
+        rows = await self._execute(
+            "SELECT byte_offset FROM file_checkpoint WHERE instance = %s AND dev = %s AND ino = %s"
+            " AND fingerprint = %s", (instance, key.dev, key.ino, key.fingerprint))
+        if not rows:
+            rows = await self._execute(
+                "SELECT MAX(byte_offset) FROM file_checkpoint WHERE instance = %s"
+                " AND fingerprint = %s", (instance, key.fingerprint))
+        await self._rollback()
+        return None if not rows or rows[0][0] is None else int(rows[0][0])
+
+    async def commit(self, instance: str, batch: Batch) -> CommitResult:
+        try:
+            result = await self._commit(instance, batch)
+        except BaseException:
+            if self._conn is not None:
+                try:
+                    await asyncio.wait_for(self._conn.rollback(), 5)
+                except BaseException:
+                    await self.reset()
+            raise
+        return result
+
+    async def _commit(self, instance: str, batch: Batch) -> CommitResult:
+        pending = await self._resolve(batch)
+        ids = {t: {**self._ids.tables[t], **pending[t]} for t in pending}
+        users, packages, hosts, files = ids["user"], ids["package"], ids["host"], ids["modulefile"]
+
+        rows: dict[tuple[str, int, int, int], tuple[Any, ...]] = {}
+        for e in batch.events:
+            key = (e.load_time, hosts[e.host], users[e.user], packages[(e.package, e.version)])
+            if key not in rows:
+                rows[key] = (key[2], key[3], key[1],
+                             None if e.path is None else files[e.path], e.jobid, e.load_time)
+        for existing in await self._existing(list({k[0] for k in rows})):
+            rows.pop(existing, None)
+        inserted = await self._executemany(_INSERT_USAGE, list(rows.values()))
+
+        now = utc_now_text()
+        rejected = await self._insert_rejects(instance, batch, now)
+        await self._executemany(_UPSERT_CHECKPOINT, [
+            (instance, k.dev, k.ino, k.fingerprint, path, off, now)
+            for k, (path, off) in batch.checkpoints.items()])
+        await self._call(self._conn.commit())
+        self._ids.merge(pending)
+        return CommitResult(inserted, len(batch.events) - inserted, rejected)
+
+    async def _existing(self, times: list[str]) -> list[tuple[str, int, int, int]]:
+        """Natural keys already stored among rows with these load times."""
+        found: list[tuple[str, int, int, int]] = []
+        for i in range(0, len(times), _LOOKUP_CHUNK):
+            part = times[i:i + _LOOKUP_CHUNK]
+            sql = _SELECT_EXISTING + _marks(len(part))
+            for t, h, u, p in await self._execute(sql, part):
+                found.append((t, int(h), int(u), int(p)))
+        return found
+
+    async def _insert_rejects(self, instance: str, batch: Batch, now: str) -> int:
+        if not batch.rejects:
+            return 0
+        wanted = {(key.fingerprint, r.offset): (instance, path, key.fingerprint, r.offset,
+                                                r.reason, r.raw, now)
+                  for key, path, r in batch.rejects}
+        fps = sorted({fp for fp, _ in wanted})
+        for fp, off in await self._execute(
+                "SELECT fingerprint, byte_offset FROM rejected_line WHERE fingerprint IN "
+                + _marks(len(fps)), fps):
+            wanted.pop((fp, int(off)), None)
+        return await self._executemany(
+            "INSERT INTO rejected_line (instance, path, fingerprint, byte_offset, reason, raw,"
+            " seen_at) VALUES (%s, %s, %s, %s, %s, %s, %s)", list(wanted.values()))
+
+    async def _resolve(self, batch: Batch) -> dict[str, dict[object, int]]:
+        """Ids for the batch's dimension values the cache does not know, inserting new ones."""
+        pending: dict[str, dict[object, int]] = {}
+        for table, values in dimension_values(batch.events).items():
+            known = self._ids.tables[table]
+            missing = [v for v in values if v not in known]
+            found: dict[object, int] = {}
+            if missing:
+                found = await self._lookup(table, missing)
+                new = [v for v in missing if v not in found]
+                if new:
+                    if table == "package":
+                        await self._executemany(
+                            "INSERT INTO package (name, version) VALUES (%s, %s)", new)  # type: ignore[arg-type]
+                    else:
+                        await self._executemany(_DIMENSIONS[table][0], [(v,) for v in new])
+                    found.update(await self._lookup(table, new))
+            pending[table] = found
+        return pending
+
+    async def _lookup(self, table: str, values: list[object]) -> dict[object, int]:
+        found: dict[object, int] = {}
+        for i in range(0, len(values), _LOOKUP_CHUNK):
+            part = values[i:i + _LOOKUP_CHUNK]
+            if table == "package":
+                wanted = set(part)
+                names = sorted({n for n, _ in part})  # type: ignore[misc]
+                for pid, name, version in await self._execute(
+                        "SELECT id, name, version FROM package WHERE name IN "
+                        + _marks(len(names)), names):
+                    if (name, version) in wanted:
+                        found[(name, version)] = int(pid)
+            else:
+                for vid, value in await self._execute(
+                        f"{_DIMENSIONS[table][1]} {_marks(len(part))}", part):
+                    found[value] = int(vid)
+        return found
+
+
+def _safe(exc: BaseException, password: str) -> str:
+    text = str(exc) or type(exc).__name__
+    if password and password in text:
+        text = text.replace(password, "***")
+    return text

@@ -1,0 +1,202 @@
+"""The embedded SQLite store: one file, WAL journal, all calls on one worker thread."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from lmod_tracker.events import FileKey
+from lmod_tracker.store.base import (
+    Batch,
+    CommitResult,
+    IdCache,
+    StoreError,
+    dimension_values,
+    schema_statements,
+    utc_now_text,
+)
+
+T = TypeVar("T")
+
+_CHUNK = 500  # bound parameters per lookup statement (SQLite's limit is 32766)
+
+_DIMENSIONS: dict[str, tuple[str, str, str]] = {
+    # table: (insert, select-by-keys prefix, key columns)
+    "user": ("INSERT INTO user (name) VALUES (?) ON CONFLICT DO NOTHING",
+             "SELECT id, name FROM user WHERE name IN ", "name"),
+    "host": ("INSERT INTO host (name) VALUES (?) ON CONFLICT DO NOTHING",
+             "SELECT id, name FROM host WHERE name IN ", "name"),
+    "modulefile": ("INSERT INTO modulefile (path) VALUES (?) ON CONFLICT DO NOTHING",
+                   "SELECT id, path FROM modulefile WHERE path IN ", "path"),
+}
+
+
+class SQLiteStore:
+    """Store on a local SQLite file. Several processes may share the file (WAL, busy timeout)."""
+
+    backend = "sqlite"
+
+    def __init__(self, path: Path, *, busy_timeout: float = 5.0) -> None:
+        self.path = path
+        self.busy_timeout = busy_timeout
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        self._conn: sqlite3.Connection | None = None
+        self._ids = IdCache()
+
+    def describe(self) -> str:
+        return f"sqlite:{self.path}"
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, fn)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.describe()}: {exc}") from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn = conn
+        return self._conn
+
+    async def open(self) -> None:
+        await self._run(self._connect)
+
+    async def close(self) -> None:
+        def close() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+        await self._run(close)
+        self._executor.shutdown(wait=True)
+
+    async def reset(self) -> None:
+        def reset() -> None:
+            if self._conn is not None:
+                if self._conn.in_transaction:
+                    self._conn.rollback()
+                self._conn.close()
+                self._conn = None
+        try:
+            await self._run(reset)
+        except StoreError:
+            self._conn = None
+
+    async def init_schema(self) -> None:
+        def init() -> None:
+            conn = self._connect()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for stmt in schema_statements("sqlite"):
+                    conn.execute(stmt)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        await self._run(init)
+
+    async def schema_version(self) -> int | None:
+        def version() -> int | None:
+            conn = self._connect()
+            exists = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE name = 'lmod_tracker_schema'").fetchone()
+            if not exists:
+                return None
+            row = conn.execute("SELECT MAX(version) FROM lmod_tracker_schema").fetchone()
+            return None if row is None or row[0] is None else int(row[0])
+        return await self._run(version)
+
+    async def checkpoint(self, instance: str, key: FileKey) -> int | None:
+        def lookup() -> int | None:
+            conn = self._connect()
+            row = conn.execute(
+                "SELECT byte_offset FROM file_checkpoint WHERE instance = ? AND dev = ? AND ino = ?"
+                " AND fingerprint = ?", (instance, key.dev, key.ino, key.fingerprint)).fetchone()
+            if row is None:
+                row = conn.execute(
+                    "SELECT MAX(byte_offset) FROM file_checkpoint"
+                    " WHERE instance = ? AND fingerprint = ?",
+                    (instance, key.fingerprint)).fetchone()
+            return None if row is None or row[0] is None else int(row[0])
+        return await self._run(lookup)
+
+    async def commit(self, instance: str, batch: Batch) -> CommitResult:
+        return await self._run(lambda: self._commit(instance, batch))
+
+    def _commit(self, instance: str, batch: Batch) -> CommitResult:
+        conn = self._connect()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            pending = self._resolve(conn, batch)
+            ids = {t: {**self._ids.tables[t], **pending[t]} for t in pending}
+            users, packages, hosts, files = (
+                ids["user"], ids["package"], ids["host"], ids["modulefile"])
+            before = conn.total_changes
+            conn.executemany(
+                "INSERT INTO module_usage (user_id, package_id, host_id, modulefile_id, jobid,"
+                " load_time) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [(users[e.user], packages[(e.package, e.version)], hosts[e.host],
+                  None if e.path is None else files[e.path], e.jobid, e.load_time)
+                 for e in batch.events])
+            inserted = conn.total_changes - before
+            now = utc_now_text()
+            before = conn.total_changes
+            conn.executemany(
+                "INSERT INTO rejected_line (instance, path, fingerprint, byte_offset, reason, raw,"
+                " seen_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [(instance, path, key.fingerprint, r.offset, r.reason, r.raw, now)
+                 for key, path, r in batch.rejects])
+            rejected = conn.total_changes - before
+            conn.executemany(
+                "INSERT INTO file_checkpoint (instance, dev, ino, fingerprint, path, byte_offset,"
+                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (instance, dev, ino, fingerprint) DO UPDATE SET"
+                " byte_offset = max(byte_offset, excluded.byte_offset), path = excluded.path,"
+                " updated_at = excluded.updated_at",
+                [(instance, k.dev, k.ino, k.fingerprint, path, off, now)
+                 for k, (path, off) in batch.checkpoints.items()])
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self._ids.merge(pending)
+        return CommitResult(inserted, len(batch.events) - inserted, rejected)
+
+    def _resolve(self, conn: sqlite3.Connection, batch: Batch) -> dict[str, dict[object, int]]:
+        """Ids for every dimension value in the batch that the cache does not know yet."""
+        pending: dict[str, dict[object, int]] = {}
+        for table, values in dimension_values(batch.events).items():
+            known = self._ids.tables[table]
+            missing = [v for v in values if v not in known]
+            found: dict[object, int] = {}
+            if missing:
+                if table == "package":
+                    conn.executemany(
+                        "INSERT INTO package (name, version) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                        missing)
+                    for i in range(0, len(missing), _CHUNK):
+                        part = missing[i:i + _CHUNK]
+                        names = sorted({n for n, _ in part})  # type: ignore[misc]
+                        marks = ",".join("?" * len(names))
+                        for pid, name, version in conn.execute(
+                                f"SELECT id, name, version FROM package WHERE name IN ({marks})",
+                                names):
+                            found[(name, version)] = pid
+                else:
+                    insert, select, _ = _DIMENSIONS[table]
+                    conn.executemany(insert, [(v,) for v in missing])
+                    for i in range(0, len(missing), _CHUNK):
+                        part = missing[i:i + _CHUNK]
+                        marks = ",".join("?" * len(part))
+                        for vid, value in conn.execute(f"{select}({marks})", part):
+                            found[value] = vid
+            pending[table] = found
+        return pending

@@ -1,0 +1,244 @@
+"""The reader side of the daemon: which files to follow, and reading them into the queue.
+
+watchdog (inotify where available) wakes the loop as soon as a matching file changes; a stat
+sweep every ``poll_interval`` catches what events miss (NFS, overflowed queues). Files are
+followed by identity (device, inode, first-line fingerprint), not by name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import os
+import stat
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from lmod_tracker import logs
+from lmod_tracker.events import Chunk, FileKey
+from lmod_tracker.files import Change, read_fingerprint, start_offset
+from lmod_tracker.follow import Follower
+from lmod_tracker.parse import Parser
+from lmod_tracker.store.base import Store, StoreError
+
+log = logs.get("lmod_tracker.reader")
+
+#: Chunks read from one file before the others get a turn.
+_FAIR_SHARE = 4
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which names in the log directory are followed."""
+
+    directory: Path
+    pattern: str
+    exclude: tuple[str, ...]
+
+    def matches(self, name: str) -> bool:
+        return fnmatch.fnmatchcase(name, self.pattern) and not any(
+            fnmatch.fnmatchcase(name, x) for x in self.exclude)
+
+    def scan(self) -> dict[tuple[int, int], str]:
+        """(device, inode) -> path of every regular file that matches now."""
+        found: dict[tuple[int, int], str] = {}
+        try:
+            entries = list(os.scandir(self.directory))
+        except OSError as exc:
+            log.error("cannot list log directory", dir=str(self.directory), error=exc.strerror)
+            return found
+        for entry in entries:
+            if not self.matches(entry.name):
+                continue
+            try:
+                st = entry.stat()
+            except OSError:
+                continue  # vanished between listing and stat
+            if stat.S_ISREG(st.st_mode):
+                found[(st.st_dev, st.st_ino)] = entry.path
+        return found
+
+
+class _Wake(FileSystemEventHandler):
+    """Bridges watchdog's thread into the event loop: any relevant event sets ``event``."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, event: asyncio.Event,
+                 selection: Selection) -> None:
+        self.loop = loop
+        self.event = event
+        self.selection = selection
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        for p in (event.src_path, getattr(event, "dest_path", "")):
+            name = os.path.basename(os.fsdecode(p)) if p else ""
+            if name and self.selection.matches(name):
+                self.loop.call_soon_threadsafe(self.event.set)
+                return
+
+
+class Tailer:
+    """Follows the matching files of one directory and feeds their chunks to ``queue``."""
+
+    def __init__(self, selection: Selection, store: Store, instance: str, parser: Parser,
+                 queue: asyncio.Queue[Chunk | None], *, block_bytes: int, poll_interval: float,
+                 rotate_wait: float, start_at_end: bool = False) -> None:
+        self.selection = selection
+        self.store = store
+        self.instance = instance
+        self.parser = parser
+        self.queue = queue
+        self.block_bytes = block_bytes
+        self.poll_interval = poll_interval
+        self.rotate_wait = rotate_wait
+        self.start_at_end = start_at_end
+        self.followers: dict[tuple[int, int], Follower] = {}
+        self.wake = asyncio.Event()
+        self.scans = 0
+        self._observer: Any = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start_watching(self) -> None:
+        """Start watchdog on the directory (falls back to the stat sweep alone on failure)."""
+        try:
+            observer = Observer()
+            observer.schedule(_Wake(asyncio.get_running_loop(), self.wake, self.selection),
+                              str(self.selection.directory), recursive=False)
+            observer.start()
+            self._observer = observer
+        except Exception as exc:
+            log.warning("directory events unavailable, polling only", error=str(exc),
+                        poll_interval=self.poll_interval)
+
+    def close(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=5)
+            self._observer = None
+        for f in self.followers.values():
+            f.close()
+        self.followers.clear()
+
+    async def run(self, stop: asyncio.Event, *, once: bool = False) -> None:
+        """Scan and read until ``stop`` is set (or, with ``once``, until everything is read)."""
+        while not stop.is_set():
+            self.wake.clear()
+            await self.scan()
+            await self.read_available(stop)
+            if once:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), self.poll_interval)
+
+    # -- scanning --------------------------------------------------------------------------
+
+    async def scan(self) -> None:
+        """Match the directory against the followed identities; start and drop followers."""
+        seen = await asyncio.to_thread(self.selection.scan)
+        first = self.scans == 0
+        self.scans += 1
+        for ident, path in seen.items():
+            follower = self.followers.get(ident)
+            if follower is not None:
+                if follower.path != path:
+                    log.info("file renamed", old=follower.path, new=path)
+                    follower.path = path
+                follower.present = True
+            else:
+                await self._start(ident, path, at_end=first and self.start_at_end)
+        now = time.monotonic()
+        for ident, follower in list(self.followers.items()):
+            if ident in seen:
+                continue
+            if follower.present:
+                follower.present = False
+                follower.idle_since = now
+                log.info("file gone from the directory, reading it to the end",
+                         file=follower.path, offset=follower.offset)
+
+    async def _start(self, ident: tuple[int, int], path: str, *, at_end: bool) -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            log.warning("cannot open log file", file=path, error=exc.strerror)
+            return
+        try:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) != ident:
+                os.close(fd)  # replaced between scan and open; the next scan sees the new one
+                return
+            fingerprint = read_fingerprint(fd)
+            if fingerprint is None:
+                os.close(fd)  # first line not complete yet
+                return
+            key = FileKey(st.st_dev, st.st_ino, fingerprint)
+            checkpoint = await self.store.checkpoint(self.instance, key)
+        except StoreError as exc:
+            os.close(fd)
+            log.warning("cannot read checkpoint, will retry", file=path, error=str(exc))
+            return
+        except OSError as exc:
+            os.close(fd)
+            log.warning("cannot read log file", file=path, error=exc.strerror)
+            return
+        offset = start_offset(checkpoint, st.st_size, new_file_at_end=at_end)
+        follower = Follower(path, fd, st.st_dev, st.st_ino, key, offset, self.parser,
+                            self.block_bytes)
+        self.followers[ident] = follower
+        log.info("following file", file=path, inode=st.st_ino, offset=offset, size=st.st_size,
+                 resumed=checkpoint is not None)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def read_available(self, stop: asyncio.Event) -> None:
+        """Read every follower up to its end, a fair share at a time, into the queue."""
+        progress = True
+        while progress and not stop.is_set():
+            progress = False
+            for ident, follower in list(self.followers.items()):
+                for _ in range(_FAIR_SHARE):
+                    chunk = await asyncio.to_thread(self._next_chunk, follower)
+                    if chunk is None:
+                        break
+                    await self.queue.put(chunk)
+                    progress = True
+                    if stop.is_set():
+                        return
+                else:
+                    continue
+                self._maybe_drop(ident, follower)
+
+    def _next_chunk(self, follower: Follower) -> Chunk | None:
+        try:
+            change = follower.check()
+            if change is not Change.NONE:
+                log.warning("file content replaced, reading it from the start",
+                            file=follower.path, change=change.value)
+            chunk = follower.read_chunk()
+            if chunk is None and not follower.present and self._expired(follower):
+                chunk = follower.read_chunk(final=True)
+            return chunk
+        except OSError as exc:
+            log.warning("read failed", file=follower.path, error=exc.strerror)
+            return None
+
+    def _expired(self, follower: Follower) -> bool:
+        return time.monotonic() - follower.idle_since >= self.rotate_wait
+
+    def _maybe_drop(self, ident: tuple[int, int], follower: Follower) -> None:
+        if follower.present or not self._expired(follower):
+            return
+        try:
+            size = os.fstat(follower.fd).st_size
+        except OSError:
+            size = follower.offset
+        if size <= follower.offset:
+            log.info("file fully read, closing", file=follower.path, offset=follower.offset)
+            follower.close()
+            del self.followers[ident]
