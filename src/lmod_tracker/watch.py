@@ -191,8 +191,10 @@ class Tailer:
         follower = Follower(path, fd, st.st_dev, st.st_ino, key, offset, self.parser,
                             self.block_bytes)
         self.followers[ident] = follower
+        origin = "checkpoint" if checkpoint is not None and offset == checkpoint else (
+            "end" if offset else "beginning")
         log.info("following file", file=path, inode=st.st_ino, offset=offset, size=st.st_size,
-                 resumed=checkpoint is not None)
+                 start=origin)
 
     # -- reading ---------------------------------------------------------------------------
 

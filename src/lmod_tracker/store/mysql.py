@@ -98,7 +98,11 @@ class MySQLStore:
             conn = await self._call(asyncmy.connect(
                 host=p["host"], port=p["port"], user=p["user"], password=p["password"],
                 database=p["database"], unix_socket=p["unix_socket"], autocommit=False,
-                connect_timeout=min(self.timeout, 10), stmt_cache_size=64))
+                connect_timeout=min(self.timeout, 10),
+                # Text protocol: executemany becomes multi-row INSERTs, whose row count InnoDB
+                # knows up front, so ids stay dense. MariaDB's binary bulk execute is a "bulk
+                # insert" to InnoDB and leaves gaps in the ids (innodb_autoinc_lock_mode=1).
+                stmt_cache_size=0))
             async with conn.cursor() as cur:
                 for stmt in _SESSION:
                     await self._call(cur.execute(stmt))

@@ -1,0 +1,125 @@
+"""The line format: table-driven cases and properties."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lmod_tracker.events import LoadEvent
+from lmod_tracker.parse import FIELD_LIMITS, Parser, epoch_to_text
+
+TRAD = b"Apr 27 03:22:57 node1 ModuleUsageTracking: "
+ISO = b"2023-04-27T03:22:57.622180-04:00 node1 ModuleUsageTracking: "
+MSG = (b"user=usr123 module=gcc/5.4.0 path=/modules/gcc/5.4.0.lua host=node1.domain.com"
+       b" time=1682580177.622180")
+EXPECTED = LoadEvent("2023-04-27 07:22:57.622180", "usr123", "gcc", "5.4.0",
+                     "node1.domain.com", "/modules/gcc/5.4.0.lua", None)
+
+
+@pytest.mark.parametrize("line", [TRAD + MSG, ISO + MSG,
+                                  b"Apr 27 03:22:57 node1 ModuleUsageTracking[4242]: " + MSG,
+                                  TRAD + MSG + b"\r"])
+def test_both_timestamp_styles_and_pid(line: bytes) -> None:
+    assert Parser().parse_line(line.rstrip(b"\r")) == EXPECTED
+
+
+@pytest.mark.parametrize(("message", "package", "version", "jobid"), [
+    (b"user=a module=bio/samtools/1.9 time=1", "bio/samtools", "1.9", None),
+    (b"user=a module=openmpi time=1", "openmpi", "", None),
+    (b"user=a jobid=12345 module=gcc/12 time=1", "gcc", "12", "12345"),
+    (b"user=a jobid=nil module=gcc/12 time=1", "gcc", "12", None),
+    (b"time=1 module=gcc/12 extra=yes user=a jobid=7", "gcc", "12", "7"),
+])
+def test_fields_in_any_order_and_module_split(message: bytes, package: str, version: str,
+                                              jobid: str | None) -> None:
+    event = Parser().parse_line(TRAD + message)
+    assert isinstance(event, LoadEvent)
+    assert (event.package, event.version, event.jobid, event.user) == (package, version, jobid, "a")
+    assert event.host == "node1"  # no host= falls back to the syslog host
+
+
+def test_split_first() -> None:
+    event = Parser(split="first").parse_line(TRAD + b"user=a module=python/3.11/gpu time=1")
+    assert isinstance(event, LoadEvent)
+    assert (event.package, event.version) == ("python", "3.11/gpu")
+
+
+@pytest.mark.parametrize(("message", "reason"), [
+    (b"module=gcc/1 time=1", "missing user="),
+    (b"user=a time=1", "missing module="),
+    (b"user=a module=gcc/1", "missing time="),
+    (b"user=a module=gcc/1 time=abc", "not a decimal Unix time"),
+    (b"user=a module=gcc/1 time=-5", "not a decimal Unix time"),
+    (b"user=a module=gcc/1 time=999999999999", "beyond year 9999"),
+    (b"user=\xff\xfe module=gcc/1 time=1", "invalid UTF-8"),
+    (b"", "missing user="),
+    (b"user=" + b"u" * 65 + b" module=gcc/1 time=1", "user longer than 64"),
+])
+def test_rejects_say_why(message: bytes, reason: str) -> None:
+    result = Parser().parse_line(TRAD + message)
+    assert isinstance(result, str)
+    assert reason in result
+
+
+@pytest.mark.parametrize("line", [
+    b"Apr 27 03:22:57 node1 sshd[12]: Accepted publickey for root",
+    b"Apr 27 03:22:57 node1 sudo: user ran ModuleUsageTracking: user=a module=b time=1",
+    b"Apr 27 03:22:57 node1 ModuleUsageTrackingX: user=a module=b time=1",
+    b"",
+    b"garbage",
+])
+def test_foreign_lines(line: bytes) -> None:
+    assert Parser().parse_line(line) is None
+
+
+def test_other_tag() -> None:
+    p = Parser(tag="lmod")
+    assert isinstance(p.parse_line(b"Apr 27 03:22:57 n lmod: user=a module=b/1 time=1"), LoadEvent)
+    assert p.parse_line(TRAD + MSG) is None
+
+
+def test_long_line_rejected() -> None:
+    p = Parser(max_line_bytes=300)
+    assert p.parse_line(TRAD + MSG + b" pad=" + b"x" * 300) == "line longer than 300 bytes"
+
+
+def test_parse_block_offsets_and_counts() -> None:
+    lines = [TRAD + MSG, b"Apr 27 03:22:57 node1 cron[1]: x", TRAD + b"user=a", TRAD + MSG]
+    block = b"\n".join(lines) + b"\n"
+    out = Parser().parse_block(block, 1000)
+    assert len(out.events) == 2
+    assert out.foreign == 1
+    assert [(r.offset, r.reason) for r in out.rejects] == [
+        (1000 + len(lines[0]) + len(lines[1]) + 2, "missing module=")]
+    assert out.rejects[0].raw == lines[2]
+
+
+def test_parse_block_last_line_without_newline() -> None:
+    assert len(Parser().parse_block(TRAD + MSG, 0).events) == 1
+
+
+@given(st.integers(min_value=0, max_value=253402300799),
+       st.text(alphabet="0123456789", max_size=9))
+def test_epoch_text_matches_exact_decimal(seconds: int, frac: str) -> None:
+    value = f"{seconds}.{frac}" if frac else str(seconds)
+    text = epoch_to_text(value)
+    micro = int((Decimal(value) * 1_000_000).to_integral_value(rounding="ROUND_DOWN"))
+    expected = dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=micro)
+    assert text == expected.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+@given(st.dictionaries(st.sampled_from(["user", "module", "time", "host", "path", "jobid", "x"]),
+                       st.text(alphabet=st.characters(blacklist_categories=("Z", "C")),
+                               max_size=80)))
+def test_any_message_parses_or_rejects(fields: dict[str, str]) -> None:
+    message = " ".join(f"{k}={v}" for k, v in fields.items()).encode()
+    result = Parser().parse_line(TRAD + message)
+    assert result is not None  # never foreign: it carries our tag
+    if isinstance(result, LoadEvent):
+        for name, limit in FIELD_LIMITS.items():
+            value = getattr(result, name)
+            assert value is None or len(value) <= limit
