@@ -48,7 +48,6 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(
         env_prefix="LMOD_TRACKER_",
-        env_file=(str(Path.home() / ".ingest.env"), ".env"),
         env_file_encoding="utf-8",
         extra="ignore",
         populate_by_name=True,
@@ -150,7 +149,9 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         _check_toml(config_file)
     token = _CONFIG_FILE.set(config_file)
     try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+        env_files = (Path.home() / ".ingest.env", Path(".env"))
+        return Settings(_env_file=env_files,  # type: ignore[call-arg]
+                        **{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
     finally:

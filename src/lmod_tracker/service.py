@@ -94,7 +94,8 @@ def _install_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
-async def run_daemon(settings: Settings, *, once: bool = False) -> int:
+async def run_daemon(settings: Settings, *, once: bool = False,
+                     echo: Callable[[str], None] | None = None) -> int:
     """The daemon: follow ``log_dir`` and commit every load event until SIGTERM/SIGINT."""
     if not settings.log_dir.is_dir():
         raise ConfigError(f"log_dir {settings.log_dir} is not a directory"
@@ -143,6 +144,10 @@ async def run_daemon(settings: Settings, *, once: bool = False) -> int:
         tailer.close()
         await store.close()
     log.info("stopped", drained=drained, **_totals(stats))
+    if echo is not None:
+        echo(f"{stats.events} events committed ({stats.duplicates} duplicates skipped,"
+             f" {stats.foreign} foreign, {stats.rejected} rejected lines) into"
+             f" {store.describe()}")
     return 0
 
 
