@@ -65,7 +65,13 @@ def run(ctx: click.Context, log_dir: Path | None, once: bool) -> None:
     settings = _settings(ctx, log_dir=log_dir)
     from lmod_tracker.service import run_daemon
 
-    sys.exit(_run(run_daemon(settings, once=once, echo=click.echo if once else None)))
+    config = ctx.obj["config"]
+
+    def reload() -> Settings:
+        return load_settings(config, log_dir=log_dir)
+
+    sys.exit(_run(run_daemon(settings, once=once, echo=click.echo if once else None,
+                             reload=reload)))
 
 
 @main.command()

@@ -39,6 +39,17 @@ def default_sqlite_path() -> Path:
     return Path(xdg) / "lmod-tracker" / "lmod-tracker.db"
 
 
+def default_status_socket() -> str:
+    """``$RUNTIME_DIRECTORY/status.sock`` (systemd), else a per-user runtime directory."""
+    runtime = os.environ.get("RUNTIME_DIRECTORY")
+    if runtime:
+        return str(Path(runtime.split(":")[0]) / "status.sock")
+    if os.geteuid() == 0:
+        return "/run/lmod-tracker/status.sock"
+    base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/lmod-tracker-{os.geteuid()}"
+    return str(Path(base) / "lmod-tracker" / "status.sock")
+
+
 def _db(name: str) -> Any:
     return AliasChoices(name, name.lower(), f"LMOD_TRACKER_{name}")
 
@@ -88,6 +99,13 @@ class Settings(BaseSettings):
     db_name: str | None = Field(None, validation_alias=_db("DB_NAME"))
     db_socket: str | None = Field(None, validation_alias=_db("DB_SOCKET"))
     db_timeout: float = Field(30.0, gt=0, description="seconds for one database call")
+
+    # Operations
+    status_socket: str = Field(default_factory=default_status_socket,
+                               description="unix socket of the status endpoint; '' disables")
+    status_socket_mode: int = Field(0o660, ge=0, le=0o777)
+    status_socket_group: str | None = Field(None, description="group owning the socket")
+    summary_interval: float = Field(60.0, gt=0, description="seconds between summary lines")
 
     # Logging
     log_format: Literal["auto", "logfmt", "json", "console"] = "auto"

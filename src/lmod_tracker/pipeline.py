@@ -15,7 +15,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from lmod_tracker import logs
-from lmod_tracker.events import Chunk
+from lmod_tracker.events import Chunk, FileKey
 from lmod_tracker.store.base import Batch, CommitResult, Store, StoreError
 
 log = logs.get("lmod_tracker.writer")
@@ -39,6 +39,8 @@ class Stats:
     last_error: str = ""
     degraded: bool = False
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
+    #: per file content: (path, committed offset, time of its last committed event)
+    files: dict[FileKey, tuple[str, int, str]] = field(default_factory=dict)
 
     def add(self, result: CommitResult, batch: Batch) -> None:
         self.events += result.inserted
@@ -50,6 +52,13 @@ class Stats:
         self.last_commit = time.time()
         if batch.first_read_at:
             self.latencies.append(self.last_commit - batch.first_read_at)
+        for key, (path, offset) in batch.checkpoints.items():
+            last = batch.last_event.get(key) or self.files.get(key, ("", 0, ""))[2]
+            self.files.pop(key, None)
+            self.files[key] = (path, offset, last)
+        if len(self.files) > 1024:  # keep the newest; followers of old rotations are gone
+            for key in list(self.files)[:-512]:
+                del self.files[key]
 
 
 class GaveUp(Exception):

@@ -25,8 +25,10 @@ from lmod_tracker.config import ConfigError, Settings
 from lmod_tracker.events import Chunk, FileKey
 from lmod_tracker.files import FINGERPRINT_BYTES, fingerprint_of, open_stream
 from lmod_tracker.follow import LineCutter
+from lmod_tracker.notify import Notifier, watchdog_interval
 from lmod_tracker.parse import Parser
 from lmod_tracker.pipeline import END, GaveUp, Stats, Writer
+from lmod_tracker.status import Monitor, StatusServer
 from lmod_tracker.store.base import SchemaError, Store, StoreError, check_version
 from lmod_tracker.watch import Selection, Tailer
 
@@ -43,7 +45,7 @@ def make_store(settings: Settings) -> Store:
             unix_socket=settings.db_socket, timeout=settings.db_timeout)
     from lmod_tracker.store.sqlite import SQLiteStore
 
-    return SQLiteStore(settings.sqlite_path)
+    return SQLiteStore(settings.sqlite_path, busy_timeout=settings.db_timeout)
 
 
 def make_parser(settings: Settings) -> Parser:
@@ -88,22 +90,31 @@ async def prepare(store: Store, settings: Settings, *, attempts: int | None,
                     return False
 
 
-def _install_signals(stop: asyncio.Event) -> None:
+def _install_signals(stop: asyncio.Event, hup: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, hup.set)
+
+
+#: Settings a SIGHUP applies at run time; every other change needs a restart.
+RELOADABLE = ("log_level", "log_format", "batch_size", "batch_timeout", "retry_initial",
+              "retry_max", "summary_interval", "shutdown_grace")
 
 
 async def run_daemon(settings: Settings, *, once: bool = False,
-                     echo: Callable[[str], None] | None = None) -> int:
+                     echo: Callable[[str], None] | None = None,
+                     reload: Callable[[], Settings] | None = None) -> int:
     """The daemon: follow ``log_dir`` and commit every load event until SIGTERM/SIGINT."""
     if not settings.log_dir.is_dir():
         raise ConfigError(f"log_dir {settings.log_dir} is not a directory"
                           " (set LMOD_TRACKER_LOG_DIR or --log-dir)")
-    stop = asyncio.Event()
-    _install_signals(stop)
+    stop, hup = asyncio.Event(), asyncio.Event()
+    _install_signals(stop, hup)
+    notifier = Notifier()
     store = make_store(settings)
     log.info("starting", **settings.redacted())
+    notifier.status("waiting for the database")
     if not await prepare(store, settings, attempts=None, stop=stop):
         await store.close()
         return 0
@@ -118,37 +129,127 @@ async def run_daemon(settings: Settings, *, once: bool = False,
                     block_bytes=settings.read_block_bytes, poll_interval=settings.poll_interval,
                     rotate_wait=settings.rotate_wait,
                     start_at_end=settings.start_position == "end")
+    monitor = Monitor(store=store, stats=stats, tailer=tailer, queue=queue,
+                      db_timeout=settings.db_timeout)
+    server = None
+    if settings.status_socket and not once:
+        server = StatusServer(Path(settings.status_socket), monitor,
+                              mode=settings.status_socket_mode, group=settings.status_socket_group)
+        try:
+            await server.start()
+        except (OSError, KeyError) as exc:
+            await store.close()
+            raise ConfigError(f"status_socket {settings.status_socket}: {exc}") from None
     if not once:
         tailer.start_watching()
+    live = _Live(settings)
     writer_task = asyncio.create_task(writer.run(), name="writer")
     reader_task = asyncio.create_task(tailer.run(stop, once=once), name="reader")
     stop_task = asyncio.create_task(stop.wait(), name="stop")
-    summary_task = asyncio.create_task(_summaries(stats, tailer, 60.0), name="summary")
+    supervisor = asyncio.create_task(
+        _supervise(live, monitor, tailer, writer, notifier, hup, reload), name="supervisor")
     log.info("running", database=store.describe(), dir=str(settings.log_dir))
     try:
-        done, _ = await asyncio.wait({writer_task, reader_task, stop_task},
+        done, _ = await asyncio.wait({writer_task, reader_task, stop_task, supervisor},
                                      return_when=asyncio.FIRST_COMPLETED)
-        if writer_task in done:
-            writer_task.result()  # the writer only ends early on a bug: raise it
-        if reader_task in done:
-            reader_task.result()
+        for task in (writer_task, reader_task, supervisor):
+            if task in done:
+                task.result()  # these only end early on a bug: raise it
     finally:
+        monitor.state = "stopping"
+        notifier.stopping(f"stopping, {queue.qsize()} chunks queued")
         log.info("stopping", queued=queue.qsize())
-        for task in (reader_task, stop_task, summary_task):
+        for task in (reader_task, stop_task, supervisor):
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(reader_task, stop_task, summary_task)
+            await asyncio.gather(reader_task, stop_task, supervisor)
         # --once without a signal commits everything; a signal gets the grace period.
-        grace = None if once and not stop.is_set() else settings.shutdown_grace
+        grace = None if once and not stop.is_set() else live.settings.shutdown_grace
         drained = await _drain(queue, writer_task, grace)
         tailer.close()
+        if server is not None:
+            await server.close()
         await store.close()
+        notifier.close()
     log.info("stopped", drained=drained, **_totals(stats))
     if echo is not None:
         echo(f"{stats.events} events committed ({stats.duplicates} duplicates skipped,"
              f" {stats.foreign} foreign, {stats.rejected} rejected lines) into"
              f" {store.describe()}")
     return 0
+
+
+class _Live:
+    """The settings in force; SIGHUP replaces the reloadable part."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+
+async def _supervise(live: _Live, monitor: Monitor, tailer: Tailer, writer: Writer,
+                     notifier: Notifier, hup: asyncio.Event,
+                     reload: Callable[[], Settings] | None) -> None:
+    """READY after the first scan, then STATUS, WATCHDOG, summaries and SIGHUP reloads."""
+    await tailer.first_scan.wait()
+    monitor.state = "running"
+    monitor.sample()
+    notifier.ready(monitor.summary())
+    log.info("ready", files=len(tailer.followers))
+    watchdog = watchdog_interval()
+    tick = min(watchdog or 1.0, 1.0)
+    loop = asyncio.get_running_loop()
+    next_status = next_summary = loop.time()
+    next_summary += live.settings.summary_interval
+    last_events = monitor.stats.events
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(hup.wait(), tick)
+        if hup.is_set():
+            hup.clear()
+            _reload(live, writer, reload)
+        now = loop.time()
+        monitor.sample()
+        if watchdog is not None:
+            if monitor.writer_stuck():
+                log.error("database call hung past its timeout; not feeding the watchdog",
+                          timeout=live.settings.db_timeout)
+            else:
+                notifier.watchdog()
+        if now >= next_status:
+            notifier.status(monitor.summary())
+            next_status = now + 5.0
+        if now >= next_summary:
+            stats = monitor.stats
+            log.info("summary", files=len(tailer.followers), state=monitor.current_state(),
+                     events_per_s=round(monitor.rate(60), 1),
+                     new_events=stats.events - last_events, **_totals(stats))
+            last_events = stats.events
+            next_summary = now + live.settings.summary_interval
+
+
+def _reload(live: _Live, writer: Writer, reload: Callable[[], Settings] | None) -> None:
+    if reload is None:
+        log.warning("SIGHUP ignored: no configuration to reload")
+        return
+    try:
+        new = reload()
+    except ConfigError as exc:
+        log.error("reload failed, keeping the running configuration", error=str(exc))
+        return
+    old = live.settings
+    applied = {k: getattr(new, k) for k in RELOADABLE if getattr(new, k) != getattr(old, k)}
+    restart = sorted(k for k in type(new).model_fields
+                     if k not in RELOADABLE and getattr(new, k) != getattr(old, k))
+    if "log_level" in applied or "log_format" in applied:
+        logs.setup(new.log_format, new.log_level)
+    writer.batch_size = new.batch_size
+    writer.batch_timeout = new.batch_timeout
+    writer.retry_initial = new.retry_initial
+    writer.retry_max = new.retry_max
+    kept = {k: getattr(old, k) for k in restart}
+    live.settings = new.model_copy(update=kept)
+    log.info("configuration reloaded", applied=applied or None,
+             needs_restart=restart or None)
 
 
 async def _drain(queue: asyncio.Queue[Chunk | None], writer_task: asyncio.Task[None],
@@ -176,17 +277,6 @@ async def _drain(queue: asyncio.Queue[Chunk | None], writer_task: asyncio.Task[N
 def _totals(stats: Stats) -> dict[str, object]:
     return {"events": stats.events, "duplicates": stats.duplicates, "rejected": stats.rejected,
             "foreign": stats.foreign, "batches": stats.batches, "retries": stats.retries}
-
-
-async def _summaries(stats: Stats, tailer: Tailer, every: float) -> None:
-    last_events, last_time = 0, time.monotonic()
-    while True:
-        await asyncio.sleep(every)
-        now = time.monotonic()
-        rate = (stats.events - last_events) / (now - last_time)
-        last_events, last_time = stats.events, now
-        log.info("summary", files=len(tailer.followers), events_per_s=round(rate, 1),
-                 degraded=stats.degraded, **_totals(stats))
 
 
 # -- ingest ------------------------------------------------------------------------------

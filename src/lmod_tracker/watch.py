@@ -99,6 +99,7 @@ class Tailer:
         self.start_at_end = start_at_end
         self.followers: dict[tuple[int, int], Follower] = {}
         self.wake = asyncio.Event()
+        self.first_scan = asyncio.Event()
         self.scans = 0
         self._observer: Any = None
 
@@ -161,6 +162,7 @@ class Tailer:
                 follower.idle_since = now
                 log.info("file gone from the directory, reading it to the end",
                          file=follower.path, offset=follower.offset)
+        self.first_scan.set()
 
     async def _start(self, ident: tuple[int, int], path: str, *, at_end: bool) -> None:
         try:

@@ -30,10 +30,13 @@ class Batch:
     foreign: int = 0
     nbytes: int = 0
     first_read_at: float = 0.0
+    last_event: dict[FileKey, str] = field(default_factory=dict)
 
     def add(self, chunk: Chunk) -> None:
         if not self.checkpoints and not self.events:
             self.first_read_at = chunk.read_at
+        if chunk.events:
+            self.last_event[chunk.key] = chunk.events[-1].load_time
         self.events.extend(chunk.events)
         self.rejects.extend((chunk.key, chunk.path, r) for r in chunk.rejects)
         self.checkpoints[chunk.key] = (chunk.path, chunk.end_offset)
@@ -55,6 +58,8 @@ class Store(Protocol):
     """A database that takes batches of load events with their file checkpoints."""
 
     backend: str
+    #: time.monotonic() when the database call now under way started, None between calls
+    call_started: float | None
 
     def describe(self) -> str:
         """Where the data goes, for logs and ``check-config`` (no secrets)."""

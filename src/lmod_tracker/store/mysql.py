@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
@@ -70,6 +71,7 @@ class MySQLStore:
             "database": database, "unix_socket": unix_socket,
         }
         self.timeout = timeout
+        self.call_started: float | None = None
         self._conn: Any = None
         self._ids = IdCache()
 
@@ -80,6 +82,7 @@ class MySQLStore:
 
     async def _call(self, aw: Awaitable[T]) -> T:
         """Every database call: bounded in time, errors as StoreError without secrets."""
+        self.call_started = time.monotonic()
         try:
             return await asyncio.wait_for(aw, self.timeout)
         except TimeoutError as exc:
@@ -91,6 +94,8 @@ class MySQLStore:
             await self.reset()
             raise StoreError(f"{self.describe()}: {_safe(exc, self._params['password'])}") \
                 from None
+        finally:
+            self.call_started = None
 
     async def _connection(self) -> Any:
         if self._conn is None:

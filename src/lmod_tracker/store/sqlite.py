@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -46,16 +47,20 @@ class SQLiteStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._conn: sqlite3.Connection | None = None
         self._ids = IdCache()
+        self.call_started: float | None = None
 
     def describe(self) -> str:
         return f"sqlite:{self.path}"
 
     async def _run(self, fn: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
+        self.call_started = time.monotonic()
         try:
             return await loop.run_in_executor(self._executor, fn)
         except sqlite3.Error as exc:
             raise StoreError(f"{self.describe()}: {exc}") from exc
+        finally:
+            self.call_started = None
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
