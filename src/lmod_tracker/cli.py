@@ -7,6 +7,7 @@ or usage error (one line on stderr says what to fix).
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,26 @@ def check_config(ctx: click.Context) -> None:
         return 0
 
     sys.exit(_run(probe()))
+
+
+@main.command()
+@click.option("--socket", "socket_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Status socket (default: the status_socket setting).")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON document.")
+@click.pass_context
+def status(ctx: click.Context, socket_path: Path | None, as_json: bool) -> None:
+    """Show the running daemon's status. Exit 0 healthy, 1 degraded, 2 unreachable."""
+    from lmod_tracker.statusclient import fetch_status, render
+
+    if socket_path is None:
+        socket_path = Path(_settings(ctx).status_socket)
+    try:
+        doc = fetch_status(socket_path)
+    except OSError as exc:
+        click.echo(f"lmod-tracker: status socket {socket_path} unreachable: {exc}", err=True)
+        sys.exit(2)
+    click.echo(json.dumps(doc, indent=2) if as_json else render(doc))
+    sys.exit(0 if doc.get("state") == "running" else 1)
 
 
 @main.group()

@@ -14,15 +14,40 @@ from typing import Any
 
 import structlog
 
+_PRIORITY = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2, "exception": 3}
+
+
+def under_journald() -> bool:
+    """True when stderr is connected to the journal (systemd sets ``JOURNAL_STREAM``)."""
+    value = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        dev, ino = (int(x) for x in value.split(":"))
+        st = os.fstat(sys.stderr.fileno())
+    except (ValueError, OSError):
+        return False
+    return (st.st_dev, st.st_ino) == (dev, ino)
+
+
+class _SyslogPrefix:
+    """Prefixes each rendered line with ``<N>`` so journald files it at the right priority."""
+
+    def __init__(self, renderer: Any) -> None:
+        self.renderer = renderer
+
+    def __call__(self, logger: Any, name: str, event_dict: Any) -> str:
+        prio = _PRIORITY.get(str(event_dict.get("level", "info")), 6)
+        return f"<{prio}>{self.renderer(logger, name, event_dict)}"
+
 
 def setup(fmt: str = "auto", level: str = "info") -> None:
+    journal = under_journald()
     if fmt == "auto":
         fmt = "console" if sys.stderr.isatty() else "logfmt"
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
     ]
-    if not os.environ.get("JOURNAL_STREAM"):
+    if not journal:
         processors.append(structlog.processors.TimeStamper(fmt="iso", utc=True))
     if fmt == "json":
         processors += [structlog.processors.format_exc_info,
@@ -33,6 +58,8 @@ def setup(fmt: str = "auto", level: str = "info") -> None:
                            key_order=["timestamp", "level", "event"], drop_missing=True)]
     else:
         processors.append(structlog.dev.ConsoleRenderer())
+    if journal:
+        processors[-1] = _SyslogPrefix(processors[-1])
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(

@@ -104,13 +104,17 @@ RELOADABLE = ("log_level", "log_format", "batch_size", "batch_timeout", "retry_i
 
 async def run_daemon(settings: Settings, *, once: bool = False,
                      echo: Callable[[str], None] | None = None,
-                     reload: Callable[[], Settings] | None = None) -> int:
-    """The daemon: follow ``log_dir`` and commit every load event until SIGTERM/SIGINT."""
+                     reload: Callable[[], Settings] | None = None,
+                     stop: asyncio.Event | None = None) -> int:
+    """The daemon: follow ``log_dir`` and commit every load event until SIGTERM/SIGINT
+    (or until ``stop`` is set, for callers that embed it)."""
     if not settings.log_dir.is_dir():
         raise ConfigError(f"log_dir {settings.log_dir} is not a directory"
                           " (set LMOD_TRACKER_LOG_DIR or --log-dir)")
-    stop, hup = asyncio.Event(), asyncio.Event()
-    _install_signals(stop, hup)
+    hup = asyncio.Event()
+    if stop is None:
+        stop = asyncio.Event()
+        _install_signals(stop, hup)
     notifier = Notifier()
     store = make_store(settings)
     log.info("starting", **settings.redacted())
