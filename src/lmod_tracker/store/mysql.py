@@ -73,6 +73,9 @@ class MySQLStore:
         self.timeout = timeout
         self.call_started: float | None = None
         self._conn: Any = None
+        # One connection serves one coroutine at a time: the writer's transaction and the
+        # readers' checkpoint lookups take turns.
+        self._lock = asyncio.Lock()
         self._ids = IdCache()
 
     def describe(self) -> str:
@@ -86,12 +89,12 @@ class MySQLStore:
         try:
             return await asyncio.wait_for(aw, self.timeout)
         except TimeoutError as exc:
-            await self.reset()
+            self._drop()
             raise StoreError(f"{self.describe()}: no answer within {self.timeout:g} s") from exc
         except (asyncmy.errors.MySQLError, OSError, ConnectionError, RuntimeError,
                 AttributeError) as exc:
             # asyncmy raises AttributeError/RuntimeError on calls over a dead connection.
-            await self.reset()
+            self._drop()
             raise StoreError(f"{self.describe()}: {_safe(exc, self._params['password'])}") \
                 from None
         finally:
@@ -115,12 +118,17 @@ class MySQLStore:
         return self._conn
 
     async def open(self) -> None:
-        await self._connection()
+        async with self._lock:
+            await self._connection()
 
     async def close(self) -> None:
         await self.reset()
 
     async def reset(self) -> None:
+        async with self._lock:
+            self._drop()
+
+    def _drop(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(Exception):
@@ -141,12 +149,20 @@ class MySQLStore:
             return int(n or 0)
 
     async def init_schema(self) -> None:
+        async with self._lock:
+            await self._init_schema()
+
+    async def _init_schema(self) -> None:
         conn = await self._connection()
         for stmt in schema_statements("mysql"):
             await self._execute(stmt)
         await self._call(conn.commit())
 
     async def schema_version(self) -> int | None:
+        async with self._lock:
+            return await self._schema_version()
+
+    async def _schema_version(self) -> int | None:
         rows = await self._execute(
             "SELECT COUNT(*) FROM information_schema.tables"
             " WHERE table_schema = DATABASE() AND table_name = 'lmod_tracker_schema'")
@@ -162,6 +178,10 @@ class MySQLStore:
             await self._call(self._conn.rollback())
 
     async def checkpoint(self, instance: str, key: FileKey) -> int | None:
+        async with self._lock:
+            return await self._checkpoint(instance, key)
+
+    async def _checkpoint(self, instance: str, key: FileKey) -> int | None:
         rows = await self._execute(
             "SELECT byte_offset FROM file_checkpoint WHERE instance = %s AND dev = %s AND ino = %s"
             " AND fingerprint = %s", (instance, key.dev, key.ino, key.fingerprint))
@@ -173,14 +193,18 @@ class MySQLStore:
         return None if not rows or rows[0][0] is None else int(rows[0][0])
 
     async def commit(self, instance: str, batch: Batch) -> CommitResult:
+        async with self._lock:
+            return await self._commit_or_rollback(instance, batch)
+
+    async def _commit_or_rollback(self, instance: str, batch: Batch) -> CommitResult:
         try:
             result = await self._commit(instance, batch)
         except BaseException:
             if self._conn is not None:
                 try:
                     await asyncio.wait_for(self._conn.rollback(), 5)
-                except BaseException:
-                    await self.reset()
+                except BaseException:  # noqa: BLE001 - the connection is dropped instead
+                    self._drop()
             raise
         return result
 

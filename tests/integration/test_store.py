@@ -1,0 +1,55 @@
+"""The stores under concurrent use, as the daemon uses them: readers look up checkpoints while
+the writer commits."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from lmod_tracker.config import load_settings
+from lmod_tracker.events import Chunk, FileKey
+from lmod_tracker.parse import Parser
+from lmod_tracker.service import make_store
+from lmod_tracker.store.base import Batch
+from tests.support.databases import DbHandle
+from tests.support.loggen import write_log
+
+
+async def test_checkpoint_lookups_during_commits(db: DbHandle, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in db.env.items():
+        monkeypatch.setenv(key, value)
+    store = make_store(load_settings())
+    log = tmp_path / "lmod.log"
+    counts = write_log(log, 30_000, seed=51)
+    parsed = Parser().parse_block(log.read_bytes(), 0)
+    await store.open()
+    await store.init_schema()
+    key = FileKey(1, 2, "f" * 16)
+
+    async def writer() -> None:
+        for i in range(0, len(parsed.events), 1000):
+            batch = Batch()
+            part = parsed.events[i:i + 1000]
+            batch.add(Chunk(key, str(log), i + len(part), part, [], 0, 0, 0.0))
+            await store.commit("test", batch)
+
+    async def reader() -> list[int | None]:
+        seen = []
+        for _ in range(300):
+            seen.append(await store.checkpoint("test", key))
+            await asyncio.sleep(0)
+        return seen
+
+    try:
+        _, *readers = await asyncio.gather(writer(), reader(), reader(), reader())
+        for seen in readers:  # each reader sees the checkpoint only move forward
+            offsets = [o for o in seen if o is not None]
+            assert offsets == sorted(offsets)
+        assert await store.checkpoint("test", key) == len(parsed.events)
+    finally:
+        await store.close()
+    assert db.scalar("SELECT COUNT(*) FROM module_usage") == counts.valid
+    assert db.scalar("SELECT MAX(id) FROM module_usage") == counts.valid
