@@ -84,7 +84,6 @@ def test_rename_rotation_while_writing(db: DbHandle, tmp_path: Path) -> None:
         time.sleep(1.5)  # nothing more arrives late
         assert db.scalar(COUNT) == expected.valid
         assert daemon.stop() == 0
-    assert db.scalar("SELECT MAX(id) FROM module_usage") == expected.valid
     assert "file fully read, closing" in (tmp_path / "daemon.log").read_text()
 
 
@@ -107,7 +106,6 @@ def test_copytruncate_rotation_while_writing(db: DbHandle, tmp_path: Path) -> No
         time.sleep(1.5)
         assert db.scalar(COUNT) == expected.valid
         assert daemon.stop() == 0
-    assert db.scalar("SELECT MAX(id) FROM module_usage") == expected.valid
     assert "change=truncated" in (tmp_path / "daemon.log").read_text()
 
 
