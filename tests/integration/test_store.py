@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lmod_tracker.config import load_settings
-from lmod_tracker.events import Chunk, FileKey
+from lmod_tracker.events import Chunk, FileKey, LoadEvent
 from lmod_tracker.parse import Parser
 from lmod_tracker.service import make_store
 from lmod_tracker.store.base import Batch
@@ -52,3 +52,25 @@ async def test_checkpoint_lookups_during_commits(db: DbHandle, tmp_path: Path,
     finally:
         await store.close()
     assert db.scalar("SELECT COUNT(*) FROM module_usage") == counts.valid
+
+
+async def test_huge_batch_of_long_values_stays_below_packet_limit(
+        db: DbHandle, monkeypatch: pytest.MonkeyPatch) -> None:
+    """20k rows with the longest paths accepted: ~18 MB of values, more than MariaDB's default
+    max_allowed_packet (16 MB) in one statement."""
+    for key, value in db.env.items():
+        monkeypatch.setenv(key, value)
+    store = make_store(load_settings())
+    events = [LoadEvent(f"2024-01-01 00:00:{i // 1_000_000:02d}.{i % 1_000_000:06d}",
+                        f"user{i % 50}", "pkg", str(i % 7), "host1",
+                        f"/{i:08d}/" + "p" * 758, "j" * 64) for i in range(20_000)]
+    await store.open()
+    await store.init_schema()
+    try:
+        batch = Batch()
+        batch.add(Chunk(FileKey(1, 2, "e" * 16), "/x", 1, events, [], 0, 0, 0.0))
+        result = await store.commit("test", batch)
+    finally:
+        await store.close()
+    assert result.inserted == 20_000
+    assert db.scalar("SELECT COUNT(*) FROM modulefile") == 20_000

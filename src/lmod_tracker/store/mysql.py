@@ -30,6 +30,8 @@ from lmod_tracker.store.base import (
 T = TypeVar("T")
 
 _LOOKUP_CHUNK = 2000
+#: Rows per INSERT: at most ~2.5 MB even with the longest values the parser accepts.
+_ROWS_PER_STATEMENT = 2000
 _SESSION = (
     "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION,NO_ZERO_DATE',"
     " time_zone = '+00:00'",
@@ -144,12 +146,17 @@ class MySQLStore:
             return list(await self._call(cur.fetchall()) or ())
 
     async def _executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> int:
+        """One statement per ``_ROWS_PER_STATEMENT`` rows, far below max_allowed_packet
+        whatever the batch size (a bulk execute is sent as one packet)."""
         if not rows:
             return 0
         conn = await self._connection()
+        total = 0
         async with conn.cursor() as cur:
-            n = await self._call(cur.executemany(sql, rows))
-            return int(n or 0)
+            for i in range(0, len(rows), _ROWS_PER_STATEMENT):
+                n = await self._call(cur.executemany(sql, rows[i:i + _ROWS_PER_STATEMENT]))
+                total += int(n or 0)
+        return total
 
     async def init_schema(self) -> None:
         async with self._lock:
