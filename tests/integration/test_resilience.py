@@ -56,6 +56,18 @@ class LogWriter(threading.Thread):
         return self.counts
 
 
+def _finish_exactly_once(writer: LogWriter, db: DbHandle, daemon: Daemon) -> None:
+    """Stop writing; every line written must be stored once, and nothing more arrive late."""
+    time.sleep(0.5)
+    expected = writer.finish()
+    db.wait_scalar(COUNT, expected=expected.valid, timeout=60)
+    db.wait_scalar(REJECTED, expected=expected.malformed, timeout=30)
+    time.sleep(1.5)
+    assert db.scalar(COUNT) == expected.valid
+    assert db.scalar(REJECTED) == expected.malformed
+    assert daemon.stop() == 0
+
+
 def test_rename_rotation_while_writing(db: DbHandle, tmp_path: Path) -> None:
     log_dir = tmp_path / "log"
     log_dir.mkdir()
@@ -77,13 +89,7 @@ def test_rename_rotation_while_writing(db: DbHandle, tmp_path: Path) -> None:
                 previous = log_dir / f"lmod.log-{k - 2}"
                 time.sleep(0.5)
                 os.unlink(previous)  # deleted while possibly still being read: fd keeps it
-        time.sleep(0.5)
-        expected = writer.finish()
-        db.wait_scalar(COUNT, expected=expected.valid, timeout=60)
-        db.wait_scalar(REJECTED, expected=expected.malformed, timeout=30)
-        time.sleep(1.5)  # nothing more arrives late
-        assert db.scalar(COUNT) == expected.valid
-        assert daemon.stop() == 0
+        _finish_exactly_once(writer, db, daemon)
     assert "file fully read, closing" in (tmp_path / "daemon.log").read_text()
 
 
@@ -99,13 +105,7 @@ def test_copytruncate_rotation_while_writing(db: DbHandle, tmp_path: Path) -> No
             with writer.lock:  # logrotate's own window: lines written during it are lost
                 shutil.copyfile(log, log_dir / f"lmod.log-{k}")
                 os.truncate(log, 0)
-        time.sleep(0.5)
-        expected = writer.finish()
-        db.wait_scalar(COUNT, expected=expected.valid, timeout=60)
-        db.wait_scalar(REJECTED, expected=expected.malformed, timeout=30)
-        time.sleep(1.5)
-        assert db.scalar(COUNT) == expected.valid
-        assert daemon.stop() == 0
+        _finish_exactly_once(writer, db, daemon)
     assert "change=truncated" in (tmp_path / "daemon.log").read_text()
 
 
