@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.daemon import Daemon
+from lmod_tracker.statusclient import get
+from tests.support.daemon import Daemon, cli
 from tests.support.databases import DbHandle
 from tests.support.loggen import Counts, LineFactory, write_log
 from tests.support.proxy import FaultProxy
@@ -178,10 +179,19 @@ def test_database_outage(db: DbHandle, tmp_path: Path, request: pytest.FixtureRe
             for _ in range(10):
                 expected += write_log(log, 50_000, append=True, factory=factory)
                 peak = max(peak, daemon.rss_kib())
+            degraded_seen = False
             while time.monotonic() - t0 < OUTAGE_S:
                 time.sleep(0.5)
                 assert daemon.alive(), daemon.log_text()[-3000:]
                 peak = max(peak, daemon.rss_kib())
+                if not degraded_seen and time.monotonic() - t0 > 8:
+                    # An outage handled by retries is "degraded": status exits 1, healthz 503.
+                    proc = cli(daemon.env, "status", check=False)
+                    assert proc.returncode == 1, proc.stdout + proc.stderr
+                    assert "degraded" in proc.stdout
+                    assert get(Path(daemon.env["LMOD_TRACKER_STATUS_SOCKET"]), "/healthz")[0] \
+                        == 503
+                    degraded_seen = True
             if proxy is not None:
                 proxy.restore()
             else:
@@ -193,6 +203,7 @@ def test_database_outage(db: DbHandle, tmp_path: Path, request: pytest.FixtureRe
         text = (tmp_path / "daemon.log").read_text()
         assert "commit failed, will retry" in text or "cannot read checkpoint" in text
         assert "database reachable again" in text
+        assert degraded_seen
         assert log.stat().st_size > 80 << 20
         # Memory is bounded by the queue, not by the 80+ MB backlog.
         assert peak - baseline < 60 << 10, (baseline, peak)

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -20,6 +21,8 @@ def child_env(env: Mapping[str, str], **extra: str) -> dict[str, str]:
     base.update(env)
     base.update(extra)
     base.setdefault("LMOD_TRACKER_POLL_INTERVAL", "0.5")
+    # Never the shared default socket: test daemons (and test runs) may overlap.
+    base.setdefault("LMOD_TRACKER_STATUS_SOCKET", f"/tmp/lt-{uuid.uuid4().hex[:12]}.sock")
     base.setdefault("LMOD_TRACKER_LOG_FORMAT", "logfmt")
     return base
 
