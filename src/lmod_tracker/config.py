@@ -167,13 +167,25 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         _check_toml(config_file)
     token = _CONFIG_FILE.set(config_file)
     try:
-        env_files = (Path.home() / ".ingest.env", Path(".env"))
-        return Settings(_env_file=env_files,  # type: ignore[call-arg]
+        return Settings(_env_file=_readable_env_files(),  # type: ignore[call-arg]
                         **{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
     finally:
         _CONFIG_FILE.reset(token)
+
+
+def _readable_env_files() -> tuple[Path, ...]:
+    """``~/.ingest.env`` (as the lmod_tracking ingest script) and ``./.env``, when readable:
+    a home directory the service user cannot enter is not an error."""
+    found = []
+    for path in (Path.home() / ".ingest.env", Path(".env")):
+        try:
+            if path.is_file() and os.access(path, os.R_OK):
+                found.append(path)
+        except OSError:
+            continue
+    return tuple(found)
 
 
 def _check_toml(path: Path) -> None:

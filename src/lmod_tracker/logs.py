@@ -93,3 +93,23 @@ class RateLimit:
             return True
         self.suppressed += 1
         return False
+
+
+class Repeats:
+    """Lets a message about one thing (a file, a directory) through once per ``period``
+    seconds, so a condition that persists does not flood the journal."""
+
+    def __init__(self, period: float = 300.0, limit: int = 4096) -> None:
+        self.period = period
+        self.limit = limit
+        self._last: dict[object, float] = {}
+
+    def allow(self, key: object) -> bool:
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self.period:
+            return False
+        if len(self._last) >= self.limit:
+            self._last.clear()
+        self._last[key] = now
+        return True

@@ -108,9 +108,14 @@ async def run_daemon(settings: Settings, *, once: bool = False,
                      stop: asyncio.Event | None = None) -> int:
     """The daemon: follow ``log_dir`` and commit every load event until SIGTERM/SIGINT
     (or until ``stop`` is set, for callers that embed it)."""
-    if not settings.log_dir.is_dir():
-        raise ConfigError(f"log_dir {settings.log_dir} is not a directory"
-                          " (set LMOD_TRACKER_LOG_DIR or --log-dir)")
+    try:
+        entries = os.scandir(settings.log_dir)
+        entries.close()
+    except OSError as exc:
+        problem = ("is not a directory" if isinstance(exc, FileNotFoundError | NotADirectoryError)
+                   else f"cannot be read: {exc.strerror}")
+        raise ConfigError(f"log_dir {settings.log_dir} {problem}"
+                          " (set LMOD_TRACKER_LOG_DIR or --log-dir)") from None
     hup = asyncio.Event()
     if stop is None:
         stop = asyncio.Event()

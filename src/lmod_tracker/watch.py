@@ -29,6 +29,9 @@ from lmod_tracker.store.base import Store, StoreError
 
 log = logs.get("lmod_tracker.reader")
 
+#: Problems that persist (an unreadable file, a missing directory) are logged every 5 minutes.
+_repeats = logs.Repeats(300.0)
+
 #: Chunks read from one file before the others get a turn.
 _FAIR_SHARE = 4
 
@@ -51,7 +54,9 @@ class Selection:
         try:
             entries = list(os.scandir(self.directory))
         except OSError as exc:
-            log.error("cannot list log directory", dir=str(self.directory), error=exc.strerror)
+            if _repeats.allow(("list", self.directory)):
+                log.error("cannot list log directory", dir=str(self.directory),
+                          error=exc.strerror)
             return found
         for entry in entries:
             if not self.matches(entry.name):
@@ -168,7 +173,8 @@ class Tailer:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
-            log.warning("cannot open log file", file=path, error=exc.strerror)
+            if _repeats.allow(("open", path, exc.errno)):
+                log.warning("cannot open log file", file=path, error=exc.strerror)
             return
         try:
             st = os.fstat(fd)
@@ -183,11 +189,13 @@ class Tailer:
             checkpoint = await self.store.checkpoint(self.instance, key)
         except StoreError as exc:
             os.close(fd)
-            log.warning("cannot read checkpoint, will retry", file=path, error=str(exc))
+            if _repeats.allow(("checkpoint", path)):
+                log.warning("cannot read checkpoint, will retry", file=path, error=str(exc))
             return
         except OSError as exc:
             os.close(fd)
-            log.warning("cannot read log file", file=path, error=exc.strerror)
+            if _repeats.allow(("read", path, exc.errno)):
+                log.warning("cannot read log file", file=path, error=exc.strerror)
             return
         offset = start_offset(checkpoint, st.st_size, new_file_at_end=at_end)
         follower = Follower(path, fd, st.st_dev, st.st_ino, key, offset, self.parser,
@@ -229,7 +237,8 @@ class Tailer:
                 chunk = follower.read_chunk(final=True)
             return chunk
         except OSError as exc:
-            log.warning("read failed", file=follower.path, error=exc.strerror)
+            if _repeats.allow(("read", follower.path, exc.errno)):
+                log.warning("read failed", file=follower.path, error=exc.strerror)
             return None
 
     def _expired(self, follower: Follower) -> bool:

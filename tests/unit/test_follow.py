@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 from lmod_tracker.files import Change, read_fingerprint
@@ -75,3 +79,39 @@ def test_follower_detects_refilled_content(tmp_path: Path) -> None:
         assert f.key is not None and f.key.fingerprint == read_fingerprint(f.fd)
     finally:
         f.close()
+
+
+def test_unreadable_file_is_reported_once_and_others_are_read() -> None:
+    """A file the daemon may not read is logged (not at every poll) and does not stop the
+    others; a log directory it cannot read is a configuration error. Run as an unprivileged
+    user (root reads everything)."""
+    base = Path(tempfile.mkdtemp(prefix="lt-perm-"))
+    try:
+        base.chmod(0o777)
+        log_dir = base / "log"
+        log_dir.mkdir(mode=0o755)
+        (log_dir / "lmod.log").write_bytes(LINE % 1)
+        (log_dir / "lmod.log").chmod(0o644)
+        blocked = log_dir / "lmod.log-1"
+        blocked.write_bytes(LINE % 2)
+        blocked.chmod(0)
+        env = {"PATH": os.environ["PATH"], "HOME": str(base), "LMOD_TRACKER_STATUS_SOCKET": "",
+               "LMOD_TRACKER_SQLITE_PATH": str(base / "t.db"), "LMOD_TRACKER_POLL_INTERVAL": "0.1"}
+        prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        if os.geteuid() != 0:
+            prefix = []
+        cmd = [*prefix, sys.executable, "-m", "lmod_tracker", "run", "--once", "--log-dir"]
+        proc = subprocess.run([*cmd, str(log_dir)], env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert "1 events committed" in proc.stdout
+        assert proc.stderr.count("cannot open log file") == 1
+        log_dir.chmod(0o700)
+        proc = subprocess.run(cmd[:-1], env={**env, "LMOD_TRACKER_LOG_DIR": str(log_dir)},
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2
+        assert proc.stderr.strip().endswith(
+            "cannot be read: Permission denied (set LMOD_TRACKER_LOG_DIR or --log-dir)")
+        assert proc.stderr.count("\n") == 1
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

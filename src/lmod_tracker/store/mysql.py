@@ -224,11 +224,11 @@ class MySQLStore:
         users, packages, hosts, files = ids["user"], ids["package"], ids["host"], ids["modulefile"]
 
         rows: dict[tuple[str, int, int, int], tuple[Any, ...]] = {}
-        for e in batch.events:
-            key = (e.load_time, hosts[e.host], users[e.user], packages[(e.package, e.version)])
-            if key not in rows:
-                rows[key] = (key[2], key[3], key[1],
-                             None if e.path is None else files[e.path], e.jobid, e.load_time)
+        for load_time, user, package, version, host, path, jobid in batch.events:
+            h, u, p = hosts[host], users[user], packages[(package, version)]
+            key = (load_time, h, u, p)
+            if key not in rows:  # the same load read twice in one batch (a file and its copy)
+                rows[key] = (u, p, h, None if path is None else files[path], jobid, load_time)
         if rows:
             # New data (every load later than anything stored) cannot be a duplicate: one
             # index probe instead of a lookup per row. A writer racing on the same keys fails
