@@ -119,3 +119,14 @@ def _t(db: DbHandle, text: str) -> object:
     import datetime as dt
 
     return dt.datetime.strptime(text, "%Y-%m-%d %H:%M:%S.%f")
+
+
+def test_same_line_twice_and_same_microsecond(db: DbHandle, tmp_path: Path) -> None:
+    """A line logged twice is one load; loads in the same microsecond on two hosts are two."""
+    line = (b"Apr 27 03:22:57 n1 ModuleUsageTracking: user=ann module=gcc/12.2.0"
+            b" path=/m/gcc/12.2.0.lua host=%s time=1700000000.000001\n")
+    log = tmp_path / "lmod.log"
+    log.write_bytes(line % b"n1" + line % b"n1" + line % b"n2")
+    out = cli(db.env, "ingest", str(log)).stdout
+    assert "2 events, 1 duplicates skipped" in out
+    assert db.scalar("SELECT COUNT(*) FROM module_usage") == 2

@@ -219,25 +219,22 @@ class MySQLStore:
         return result
 
     async def _commit(self, instance: str, batch: Batch) -> CommitResult:
-        pending = await self._resolve(batch)
-        ids = {t: {**self._ids.tables[t], **pending[t]} for t in pending}
-        users, packages, hosts, files = ids["user"], ids["package"], ids["host"], ids["modulefile"]
-
-        rows: dict[tuple[str, int, int, int], tuple[Any, ...]] = {}
-        for load_time, user, package, version, host, path, jobid in batch.events:
-            h, u, p = hosts[host], users[user], packages[(package, version)]
-            key = (load_time, h, u, p)
-            if key not in rows:  # the same load read twice in one batch (a file and its copy)
-                rows[key] = (u, p, h, None if path is None else files[path], jobid, load_time)
+        pending: dict[str, dict[object, int]] = {}
+        try:  # the usual case: every user, package, host and modulefile is known already
+            rows, times = _fact_rows(batch, self._ids.tables)
+        except KeyError:
+            pending = await self._resolve(batch)
+            rows, times = _fact_rows(
+                batch, {t: {**self._ids.tables[t], **pending[t]} for t in pending})
         if rows:
             # New data (every load later than anything stored) cannot be a duplicate: one
             # index probe instead of a lookup per row. A writer racing on the same keys fails
             # on the unique key and the retry takes the full path.
             newest = (await self._execute(_SELECT_NEWEST))[0][0]
-            if newest is not None and newest >= min(k[0] for k in rows):
-                for existing in await self._existing(list({k[0] for k in rows})):
-                    rows.pop(existing, None)
-        inserted = await self._executemany(_INSERT_USAGE, list(rows.values()))
+            if newest is not None and newest >= min(times):
+                existing = set(await self._existing(list(times)))
+                rows = [r for r in rows if (r[5], r[2], r[0], r[1]) not in existing]
+        inserted = await self._executemany(_INSERT_USAGE, rows)
 
         now = utc_now_text()
         rejected = await self._insert_rejects(instance, batch, now)
@@ -310,6 +307,27 @@ class MySQLStore:
                         f"{_DIMENSIONS[table][1]} {_marks(len(part))}", part):
                     found[value] = int(vid)
         return found
+
+
+def _fact_rows(batch: Batch, ids: dict[str, dict[object, int]]
+               ) -> tuple[list[tuple[Any, ...]], set[str]]:
+    """module_usage rows for the batch's events, each natural key once, and their load times.
+
+    Raises KeyError when a dimension value has no id in ``ids``.
+    """
+    users, packages, hosts, files = ids["user"], ids["package"], ids["host"], ids["modulefile"]
+    rows = [(users[user], packages[(package, version)], hosts[host],
+             None if path is None else files[path], jobid, load_time)
+            for load_time, user, package, version, host, path, jobid in batch.events]
+    times = {row[5] for row in rows}
+    if len(times) < len(rows):
+        # Loads in the same microsecond: keep one row per natural key (a file and its copy
+        # read in one batch, or a line logged twice).
+        unique: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        for row in rows:
+            unique.setdefault((row[5], row[2], row[0], row[1]), row)
+        rows = list(unique.values())
+    return rows, times
 
 
 def _safe(exc: BaseException, password: str) -> str:
