@@ -85,12 +85,27 @@ class Writer:
         self.in_call_since: float | None = None  # monotonic start of the current commit
 
     async def run(self) -> None:
-        """Commit batches until END has been taken from the queue and everything before it."""
-        done = False
-        while not done:
-            batch, done = await self._collect()
-            if batch.checkpoints:
-                await self._commit(batch)
+        """Commit batches until END has been taken from the queue and everything before it.
+
+        Two batches overlap: while one commits (the database busy), the next is collected and
+        its rows prepared (Python busy). Commits still happen one at a time, in order.
+        """
+        committing: asyncio.Task[None] | None = None
+        try:
+            done = False
+            while not done:
+                batch, done = await self._collect()
+                prepared = self.store.prepare(batch) if batch.events else None
+                if committing is not None:
+                    await committing
+                    committing = None
+                if batch.checkpoints:
+                    committing = asyncio.create_task(self._commit(batch, prepared))
+            if committing is not None:
+                await committing
+        finally:
+            if committing is not None and not committing.done():
+                committing.cancel()
 
     async def _collect(self) -> tuple[Batch, bool]:
         batch = Batch()
@@ -115,13 +130,13 @@ class Writer:
             batch.add(chunk)
         return batch, False
 
-    async def _commit(self, batch: Batch) -> None:
+    async def _commit(self, batch: Batch, prepared: object | None) -> None:
         attempt = 0
         while True:
             attempt += 1
             self.in_call_since = time.monotonic()
             try:
-                result = await self.store.commit(self.instance, batch)
+                result = await self.store.commit(self.instance, batch, prepared)
             except StoreError as exc:
                 self.stats.retries += 1
                 self.stats.last_error = str(exc)
@@ -134,6 +149,7 @@ class Writer:
                             retry_in=round(delay, 2), lines=len(batch) + len(batch.rejects))
                 await self.store.reset()
                 await asyncio.sleep(delay)
+                prepared = None  # ids may be stale after a failure: resolve them again
                 continue
             finally:
                 self.in_call_since = None

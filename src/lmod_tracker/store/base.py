@@ -81,7 +81,13 @@ class Store(Protocol):
         """How far ``instance`` has read this content: this exact file, else a copy of it."""
         ...
 
-    async def commit(self, instance: str, batch: Batch) -> CommitResult:
+    def prepare(self, batch: Batch) -> object | None:
+        """Work on a batch that needs no database (may run while another batch commits);
+        the result goes to :meth:`commit`. None when there is nothing to prepare."""
+        ...
+
+    async def commit(self, instance: str, batch: Batch,
+                     prepared: object | None = None) -> CommitResult:
         """Insert the batch and move its checkpoints in one transaction."""
         ...
 

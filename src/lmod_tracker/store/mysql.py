@@ -30,8 +30,8 @@ from lmod_tracker.store.base import (
 T = TypeVar("T")
 
 _LOOKUP_CHUNK = 2000
-#: Rows per INSERT: at most ~2.5 MB even with the longest values the parser accepts.
-_ROWS_PER_STATEMENT = 2000
+#: Rows per INSERT: at most ~6 MB even with the longest values the parser accepts.
+_ROWS_PER_STATEMENT = 5000
 _SESSION = (
     "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION,NO_ZERO_DATE',"
     " time_zone = '+00:00'",
@@ -202,13 +202,22 @@ class MySQLStore:
         await self._rollback()
         return None if not rows or rows[0][0] is None else int(rows[0][0])
 
-    async def commit(self, instance: str, batch: Batch) -> CommitResult:
-        async with self._lock:
-            return await self._commit_or_rollback(instance, batch)
-
-    async def _commit_or_rollback(self, instance: str, batch: Batch) -> CommitResult:
+    def prepare(self, batch: Batch) -> tuple[list[tuple[Any, ...]], set[str]] | None:
+        """The fact rows, when every dimension value has a committed id in the cache."""
         try:
-            result = await self._commit(instance, batch)
+            return _fact_rows(batch, self._ids.tables)
+        except KeyError:
+            return None
+
+    async def commit(self, instance: str, batch: Batch,
+                     prepared: object | None = None) -> CommitResult:
+        async with self._lock:
+            return await self._commit_or_rollback(instance, batch, prepared)
+
+    async def _commit_or_rollback(self, instance: str, batch: Batch,
+                                  prepared: object | None) -> CommitResult:
+        try:
+            result = await self._commit(instance, batch, prepared)
         except BaseException:
             if self._conn is not None:
                 try:
@@ -218,11 +227,14 @@ class MySQLStore:
             raise
         return result
 
-    async def _commit(self, instance: str, batch: Batch) -> CommitResult:
+    async def _commit(self, instance: str, batch: Batch, prepared: object | None
+                      ) -> CommitResult:
         pending: dict[str, dict[object, int]] = {}
-        try:  # the usual case: every user, package, host and modulefile is known already
-            rows, times = _fact_rows(batch, self._ids.tables)
-        except KeyError:
+        if prepared is None:
+            prepared = self.prepare(batch)
+        if prepared is not None:  # every user, package, host and modulefile known already
+            rows, times = prepared  # type: ignore[misc]
+        else:
             pending = await self._resolve(batch)
             rows, times = _fact_rows(
                 batch, {t: {**self._ids.tables[t], **pending[t]} for t in pending})

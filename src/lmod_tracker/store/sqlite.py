@@ -132,7 +132,11 @@ class SQLiteStore:
             return None if row is None or row[0] is None else int(row[0])
         return await self._run(lookup)
 
-    async def commit(self, instance: str, batch: Batch) -> CommitResult:
+    def prepare(self, batch: Batch) -> None:
+        return None  # the whole commit runs on the store's thread
+
+    async def commit(self, instance: str, batch: Batch,
+                     prepared: object | None = None) -> CommitResult:
         return await self._run(lambda: self._commit(instance, batch))
 
     def _commit(self, instance: str, batch: Batch) -> CommitResult:
