@@ -32,6 +32,11 @@ log = logs.get("lmod_tracker.reader")
 #: Problems that persist (an unreadable file, a missing directory) are logged every 5 minutes.
 _repeats = logs.Repeats(300.0)
 
+_GROWTH = frozenset({"modified", "closed", "opened", "closed_no_write"})
+
+#: After a file event, wait this long so that a burst of writes is read in one pass.
+_COALESCE = 0.03
+
 #: Chunks read from one file before the others get a turn.
 _FAIR_SHARE = 4
 
@@ -73,17 +78,17 @@ class Selection:
 class _Wake(FileSystemEventHandler):
     """Bridges watchdog's thread into the event loop: any relevant event sets ``event``."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, event: asyncio.Event,
-                 selection: Selection) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, tailer: Tailer) -> None:
         self.loop = loop
-        self.event = event
-        self.selection = selection
+        self.tailer = tailer
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         for p in (event.src_path, getattr(event, "dest_path", "")):
             name = os.path.basename(os.fsdecode(p)) if p else ""
-            if name and self.selection.matches(name):
-                self.loop.call_soon_threadsafe(self.event.set)
+            if name and self.tailer.selection.matches(name):
+                # Growth only needs a read; anything else (created, moved, deleted) a rescan.
+                rescan = event.event_type not in _GROWTH
+                self.loop.call_soon_threadsafe(self.tailer.notify, rescan)
                 return
 
 
@@ -104,6 +109,8 @@ class Tailer:
         self.start_at_end = start_at_end
         self.followers: dict[tuple[int, int], Follower] = {}
         self.wake = asyncio.Event()
+        self.rescan = True
+        self._last_scan = 0.0
         self.first_scan = asyncio.Event()
         self.scans = 0
         self._observer: Any = None
@@ -114,7 +121,7 @@ class Tailer:
         """Start watchdog on the directory (falls back to the stat sweep alone on failure)."""
         try:
             observer = Observer()
-            observer.schedule(_Wake(asyncio.get_running_loop(), self.wake, self.selection),
+            observer.schedule(_Wake(asyncio.get_running_loop(), self),
                               str(self.selection.directory), recursive=False)
             observer.start()
             self._observer = observer
@@ -131,16 +138,32 @@ class Tailer:
             f.close()
         self.followers.clear()
 
+    def notify(self, rescan: bool) -> None:
+        """A file event (from watchdog's thread, through the loop)."""
+        self.rescan = self.rescan or rescan
+        self.wake.set()
+
     async def run(self, stop: asyncio.Event, *, once: bool = False) -> None:
-        """Scan and read until ``stop`` is set (or, with ``once``, until everything is read)."""
+        """Scan and read until ``stop`` is set (or, with ``once``, until everything is read).
+
+        A file growing costs a read; the directory is scanned, and every file looked at
+        closely (fingerprint, truncation), on events that change names and every
+        ``poll_interval`` seconds.
+        """
         while not stop.is_set():
             self.wake.clear()
-            await self.scan()
-            await self.read_available(stop)
+            now = time.monotonic()
+            full = self.rescan or now - self._last_scan >= self.poll_interval
+            if full:
+                self.rescan = False
+                self._last_scan = now
+                await self.scan()
+            await self.read_available(stop, full=full)
             if once:
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), self.poll_interval)
+                await asyncio.sleep(_COALESCE)
 
     # -- scanning --------------------------------------------------------------------------
 
@@ -208,12 +231,22 @@ class Tailer:
 
     # -- reading ---------------------------------------------------------------------------
 
-    async def read_available(self, stop: asyncio.Event) -> None:
-        """Read every follower up to its end, a fair share at a time, into the queue."""
+    async def read_available(self, stop: asyncio.Event, *, full: bool = True) -> None:
+        """Read every follower up to its end, a fair share at a time, into the queue.
+
+        Unless ``full``, a follower whose size is what it has read is skipped without a look
+        at its content.
+        """
         progress = True
         while progress and not stop.is_set():
             progress = False
             for ident, follower in list(self.followers.items()):
+                if not full and follower.key is not None and follower.present:
+                    try:
+                        if os.fstat(follower.fd).st_size == follower.offset:
+                            continue
+                    except OSError:
+                        pass
                 for _ in range(_FAIR_SHARE):
                     chunk = await asyncio.to_thread(self._next_chunk, follower)
                     if chunk is None:
