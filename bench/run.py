@@ -1163,7 +1163,7 @@ def section_cost(env: Env) -> list[Row]:
         ("+ unique natural key (no duplicates, ever)", InsertVariant()),
         ("+ checkpoint upsert in each transaction (resume exactly)",
          InsertVariant(checkpoint=True)),
-        ("+ look up existing keys before inserting (duplicates counted, ids stay dense)",
+        ("+ look up existing keys before inserting (a re-read of data already stored)",
          InsertVariant(checkpoint=True, lookup=True)),
     ]
     rounds = 1 if env.quick else 2

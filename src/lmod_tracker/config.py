@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     instance: str = Field(default_factory=socket.gethostname, min_length=1, max_length=128)
 
     # Pipeline
-    read_block_bytes: int = Field(256 * 1024, ge=4096, le=16 << 20)
+    read_block_bytes: int = Field(128 * 1024, ge=4096, le=16 << 20)
     queue_chunks: int = Field(16, ge=1, le=1024)
     batch_size: int = Field(5000, ge=1, le=100_000)
     batch_timeout: float = Field(0.25, gt=0, le=60, description="seconds")
