@@ -61,6 +61,12 @@ class Stats:
                 del self.files[key]
 
 
+def backoff(attempt: int, initial: float, maximum: float) -> float:
+    """Seconds to wait before retry number ``attempt`` (1, 2, ...): doubling from ``initial``
+    up to ``maximum``, with jitter so that many daemons do not retry in step."""
+    return min(maximum, initial * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+
+
 class GaveUp(Exception):
     """The writer stopped retrying (only when a maximum number of attempts was set)."""
 
@@ -82,7 +88,6 @@ class Writer:
         self.max_attempts = max_attempts
         self.stats = stats if stats is not None else Stats()
         self._reject_log = logs.RateLimit(burst=20, period=60.0)
-        self.in_call_since: float | None = None  # monotonic start of the current commit
 
     async def run(self) -> None:
         """Commit batches until END has been taken from the queue and everything before it.
@@ -134,7 +139,6 @@ class Writer:
         attempt = 0
         while True:
             attempt += 1
-            self.in_call_since = time.monotonic()
             try:
                 result = await self.store.commit(self.instance, batch, prepared)
             except StoreError as exc:
@@ -143,16 +147,13 @@ class Writer:
                 self.stats.degraded = True
                 if self.max_attempts is not None and attempt >= self.max_attempts:
                     raise GaveUp(str(exc)) from None
-                delay = min(self.retry_max, self.retry_initial * 2 ** (attempt - 1))
-                delay *= random.uniform(0.5, 1.0)
+                delay = backoff(attempt, self.retry_initial, self.retry_max)
                 log.warning("commit failed, will retry", error=str(exc), attempt=attempt,
                             retry_in=round(delay, 2), lines=len(batch) + len(batch.rejects))
                 await self.store.reset()
                 await asyncio.sleep(delay)
                 prepared = None  # ids may be stale after a failure: resolve them again
                 continue
-            finally:
-                self.in_call_since = None
             break
         if self.stats.degraded:
             log.info("database reachable again", attempts=attempt)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 import signal
 import sys
 import time
@@ -27,7 +26,7 @@ from lmod_tracker.files import FINGERPRINT_BYTES, fingerprint_of, open_stream
 from lmod_tracker.follow import LineCutter
 from lmod_tracker.notify import Notifier, watchdog_interval
 from lmod_tracker.parse import Parser
-from lmod_tracker.pipeline import END, GaveUp, Stats, Writer
+from lmod_tracker.pipeline import END, GaveUp, Stats, Writer, backoff
 from lmod_tracker.status import Monitor, StatusServer
 from lmod_tracker.store.base import SchemaError, Store, StoreError, check_version
 from lmod_tracker.watch import Selection, Tailer
@@ -77,8 +76,7 @@ async def prepare(store: Store, settings: Settings, *, attempts: int | None,
             await store.reset()
             if attempts is not None and attempt >= attempts:
                 raise
-            delay = min(settings.retry_max, settings.retry_initial * 2 ** (attempt - 1))
-            delay *= random.uniform(0.5, 1.0)
+            delay = backoff(attempt, settings.retry_initial, settings.retry_max)
             log.warning("database unreachable, retrying", error=str(exc), attempt=attempt,
                         retry_in=round(delay, 2))
             if stop is None:

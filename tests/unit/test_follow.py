@@ -115,3 +115,4 @@ def test_unreadable_file_is_reported_once_and_others_are_read() -> None:
         assert proc.stderr.count("\n") == 1
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
