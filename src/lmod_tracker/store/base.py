@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Protocol
+from typing import Any, Protocol
 
 from lmod_tracker.events import Chunk, FileKey, LoadEvent, Rejected
 
@@ -144,3 +144,24 @@ def dimension_values(events: list[LoadEvent]) -> dict[str, set[object]]:
         "host": {e.host for e in events},
         "modulefile": {e.path for e in events if e.path is not None},
     }
+
+
+def fact_rows(batch: Batch, ids: dict[str, dict[object, int]]
+               ) -> tuple[list[tuple[Any, ...]], set[str]]:
+    """module_usage rows for the batch's events, each natural key once, and their load times.
+
+    Raises KeyError when a dimension value has no id in ``ids``.
+    """
+    users, packages, hosts, files = ids["user"], ids["package"], ids["host"], ids["modulefile"]
+    rows = [(users[user], packages[(package, version)], hosts[host],
+             None if path is None else files[path], jobid, load_time)
+            for load_time, user, package, version, host, path, jobid in batch.events]
+    times = {row[5] for row in rows}
+    if len(times) < len(rows):
+        # Loads in the same microsecond: keep one row per natural key (a file and its copy
+        # read in one batch, or a line logged twice).
+        unique: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        for row in rows:
+            unique.setdefault((row[5], row[2], row[0], row[1]), row)
+        rows = list(unique.values())
+    return rows, times

@@ -23,6 +23,7 @@ from lmod_tracker.store.base import (
     IdCache,
     StoreError,
     dimension_values,
+    fact_rows,
     schema_statements,
     utc_now_text,
 )
@@ -205,7 +206,7 @@ class MySQLStore:
     def prepare(self, batch: Batch) -> tuple[list[tuple[Any, ...]], set[str]] | None:
         """The fact rows, when every dimension value has a committed id in the cache."""
         try:
-            return _fact_rows(batch, self._ids.tables)
+            return fact_rows(batch, self._ids.tables)
         except KeyError:
             return None
 
@@ -236,7 +237,7 @@ class MySQLStore:
             rows, times = prepared  # type: ignore[misc]
         else:
             pending = await self._resolve(batch)
-            rows, times = _fact_rows(
+            rows, times = fact_rows(
                 batch, {t: {**self._ids.tables[t], **pending[t]} for t in pending})
         if rows:
             # New data (every load later than anything stored) cannot be a duplicate: one
@@ -319,27 +320,6 @@ class MySQLStore:
                         f"{_DIMENSIONS[table][1]} {_marks(len(part))}", part):
                     found[value] = int(vid)
         return found
-
-
-def _fact_rows(batch: Batch, ids: dict[str, dict[object, int]]
-               ) -> tuple[list[tuple[Any, ...]], set[str]]:
-    """module_usage rows for the batch's events, each natural key once, and their load times.
-
-    Raises KeyError when a dimension value has no id in ``ids``.
-    """
-    users, packages, hosts, files = ids["user"], ids["package"], ids["host"], ids["modulefile"]
-    rows = [(users[user], packages[(package, version)], hosts[host],
-             None if path is None else files[path], jobid, load_time)
-            for load_time, user, package, version, host, path, jobid in batch.events]
-    times = {row[5] for row in rows}
-    if len(times) < len(rows):
-        # Loads in the same microsecond: keep one row per natural key (a file and its copy
-        # read in one batch, or a line logged twice).
-        unique: dict[tuple[Any, ...], tuple[Any, ...]] = {}
-        for row in rows:
-            unique.setdefault((row[5], row[2], row[0], row[1]), row)
-        rows = list(unique.values())
-    return rows, times
 
 
 def _safe(exc: BaseException, password: str) -> str:

@@ -17,6 +17,7 @@ from lmod_tracker.store.base import (
     IdCache,
     StoreError,
     dimension_values,
+    fact_rows,
     schema_statements,
     utc_now_text,
 )
@@ -143,17 +144,17 @@ class SQLiteStore:
         conn = self._connect()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            pending = self._resolve(conn, batch)
-            ids = {t: {**self._ids.tables[t], **pending[t]} for t in pending}
-            users, packages, hosts, files = (
-                ids["user"], ids["package"], ids["host"], ids["modulefile"])
+            try:  # the usual case: every dimension value has a committed id in the cache
+                rows, _ = fact_rows(batch, self._ids.tables)
+                pending: dict[str, dict[object, int]] = {}
+            except KeyError:
+                pending = self._resolve(conn, batch)
+                rows, _ = fact_rows(
+                    batch, {t: {**self._ids.tables[t], **pending[t]} for t in pending})
             before = conn.total_changes
             conn.executemany(
                 "INSERT INTO module_usage (user_id, package_id, host_id, modulefile_id, jobid,"
-                " load_time) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                [(users[e.user], packages[(e.package, e.version)], hosts[e.host],
-                  None if e.path is None else files[e.path], e.jobid, e.load_time)
-                 for e in batch.events])
+                " load_time) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", rows)
             inserted = conn.total_changes - before
             now = utc_now_text()
             before = conn.total_changes
