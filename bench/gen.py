@@ -31,7 +31,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.support.loggen import Counts
+from tests.support.loggen import FIRST_NAMES, FOREIGN_TEMPLATES, MALFORMED_KINDS, Counts
 
 TAG = "ModuleUsageTracking"
 START_EPOCH = 1_700_000_000
@@ -56,21 +56,6 @@ _SYLLABLES = (
     "ba", "ce", "di", "fo", "gu", "ha", "ke", "li", "mo", "nu", "pa", "qi", "ro", "sa", "tu",
     "ve", "wi", "xo", "ya", "ze", "blast", "seq", "mol", "grid", "flux", "tensor", "vec",
 )
-_FIRST_NAMES = (
-    "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy",
-    "mallory", "niaj", "olivia", "peggy", "rupert", "sybil", "trent", "victor", "walter", "yuki",
-)
-_FOREIGN = (
-    "sshd[{pid}]: Accepted publickey for {user} from 10.1.{a}.{b} port {port} ssh2: ED25519",
-    "sshd[{pid}]: pam_unix(sshd:session): session closed for user {user}",
-    "systemd[1]: Started session-{pid}.scope - Session {pid} of User {user}.",
-    "CRON[{pid}]: (root) CMD (/usr/lib/sa/sa1 1 1)",
-    "kernel: [{a}{b}.{port}] nfs: server storage{a} not responding, still trying",
-    "slurmd[{pid}]: launch task StepId={port}.0 request from UID:{pid} GID:{pid} HOST:10.1.{a}.{b}",
-    "sudo: {user} : TTY=pts/{a} ; PWD=/home/{user} ; USER=root ; COMMAND=/usr/bin/true",
-    "ModuleUsage: user={user} module=gcc/12.2.0 time=1700000000.000001",
-)
-_MALFORMED = ("missing_user", "missing_module", "missing_time", "bad_time", "bad_utf8", "empty")
 
 
 def _zipf_cum(n: int, s: float = 1.1) -> list[float]:
@@ -120,9 +105,9 @@ def build_users(rng: random.Random, n: int) -> list[str]:
         if style == 0:
             users.add(f"usr{rng.randrange(10_000):04d}")
         elif style == 1:
-            users.add(f"{rng.choice(_FIRST_NAMES)}{rng.randrange(1000)}")
+            users.add(f"{rng.choice(FIRST_NAMES)}{rng.randrange(1000)}")
         else:
-            users.add(f"{rng.choice(_FIRST_NAMES)[0]}{rng.choice(_FIRST_NAMES)}{rng.randrange(50)}")
+            users.add(f"{rng.choice(FIRST_NAMES)[0]}{rng.choice(FIRST_NAMES)}{rng.randrange(50)}")
     out = sorted(users)
     rng.shuffle(out)
     return out
@@ -260,12 +245,12 @@ class LogGen:
         stamp = self._header(t)
         if not malformed:
             self._foreign_n += 1
-            template = _FOREIGN[self._foreign_n % len(_FOREIGN)]
+            template = FOREIGN_TEMPLATES[self._foreign_n % len(FOREIGN_TEMPLATES)]
             msg = template.format(pid=rng.randrange(100, 99_999), user=user,
                                   a=rng.randrange(256), b=rng.randrange(256),
                                   port=rng.randrange(1024, 65_535))
             return f"{stamp} {host} {msg}\n"
-        kind = _MALFORMED[self._malformed_n % len(_MALFORMED)]
+        kind = MALFORMED_KINDS[self._malformed_n % len(MALFORMED_KINDS)]
         self._malformed_n += 1
         module = rng.choice(self.modules)
         fields = {

@@ -23,6 +23,9 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 __all__ = [
+    "FIRST_NAMES",
+    "FOREIGN_TEMPLATES",
+    "MALFORMED_KINDS",
     "Counts",
     "LineFactory",
     "LineKind",
@@ -58,11 +61,11 @@ _CATEGORY_PACKAGES = {
     "chem": ("cp2k", "orca", "xtb"),
     "tools": ("htop", "parallel", "rclone"),
 }
-_FIRST_NAMES = (
+FIRST_NAMES = (
     "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy",
     "mallory", "niaj", "olivia", "peggy", "rupert", "sybil", "trent", "victor", "walter", "yuki",
 )
-_FOREIGN_TEMPLATES = (
+FOREIGN_TEMPLATES = (
     "sshd[{pid}]: Accepted publickey for {user} from 10.1.{a}.{b} port {port} ssh2: ED25519",
     "sshd[{pid}]: pam_unix(sshd:session): session closed for user {user}",
     "systemd[1]: Started session-{pid}.scope - Session {pid} of User {user}.",
@@ -73,7 +76,7 @@ _FOREIGN_TEMPLATES = (
     "OtherTracker: user={user} module=gcc/12.2.0 host=node.example time=1700000000.000001",
     "ModuleUsage: user={user} module=gcc/12.2.0 time=1700000000.000001",
 )
-_MALFORMED_KINDS = (
+MALFORMED_KINDS = (
     "missing_user",
     "missing_module",
     "missing_time",
@@ -117,9 +120,9 @@ def _build_users(rng: random.Random, n: int = 200) -> list[str]:
         if style == 0:
             users.add(f"usr{rng.randrange(1000):03d}")
         elif style == 1:
-            users.add(f"{rng.choice(_FIRST_NAMES)}{rng.randrange(100)}")
+            users.add(f"{rng.choice(FIRST_NAMES)}{rng.randrange(100)}")
         else:
-            users.add(f"{rng.choice(_FIRST_NAMES)[0]}{rng.choice(_FIRST_NAMES)}")
+            users.add(f"{rng.choice(FIRST_NAMES)[0]}{rng.choice(FIRST_NAMES)}")
     return sorted(users)
 
 
@@ -256,7 +259,7 @@ class LineFactory:
         """A line from another syslog program; it never contains this factory's tag."""
         rng = self._rng
         time_us = self._next_time_us()
-        template = _FOREIGN_TEMPLATES[self._foreign_n % len(_FOREIGN_TEMPLATES)]
+        template = FOREIGN_TEMPLATES[self._foreign_n % len(FOREIGN_TEMPLATES)]
         self._foreign_n += 1
         message = template.format(
             pid=rng.randrange(100, 99_999),
@@ -274,7 +277,7 @@ class LineFactory:
         """A line carrying ``<tag>:`` whose message cannot be parsed into a load record."""
         rng = self._rng
         time_us = self._next_time_us()
-        kind = _MALFORMED_KINDS[self._malformed_n % len(_MALFORMED_KINDS)]
+        kind = MALFORMED_KINDS[self._malformed_n % len(MALFORMED_KINDS)]
         self._malformed_n += 1
         host = rng.choice(self._hosts)
         user = rng.choice(self._users)
