@@ -37,6 +37,13 @@ CONFIG = ROOT / "config"
 TOOLS = ("rsyslogd", "logrotate", "logger")
 
 
+def _tool(name: str) -> str:
+    """Full path of a program, also when /usr/sbin is not on PATH."""
+    return shutil.which(name) or next(
+        (f"{d}/{name}" for d in ("/usr/sbin", "/usr/bin", "/sbin") if Path(d, name).exists()),
+        name)
+
+
 def _lmod_init() -> Path | None:
     for candidate in sorted(Path("/usr/share/lmod").glob("*/init/bash")):
         return candidate
@@ -44,7 +51,7 @@ def _lmod_init() -> Path | None:
 
 
 def _require_tools() -> Path:
-    missing = [t for t in TOOLS if shutil.which(t) is None and not Path(f"/usr/sbin/{t}").exists()]
+    missing = [t for t in TOOLS if not Path(_tool(t)).is_absolute()]
     init = _lmod_init()
     if init is None:
         missing.append("lmod")
@@ -97,9 +104,10 @@ def _start_rsyslog(root: Path, log_dir: Path, template: str) -> tuple[subprocess
         'module(load="imuxsock" SysSock.Use="off")\n'
         f'input(type="imuxsock" Socket="{sock}" CreatePath="on")\n'
         + snippet)
-    check = subprocess.run(["rsyslogd", "-N1", "-f", str(conf)], capture_output=True, text=True)
+    check = subprocess.run([_tool("rsyslogd"), "-N1", "-f", str(conf)], capture_output=True,
+                           text=True)
     assert check.returncode == 0, check.stdout + check.stderr
-    proc = subprocess.Popen(["rsyslogd", "-n", "-f", str(conf), "-i", str(pid)],
+    proc = subprocess.Popen([_tool("rsyslogd"), "-n", "-f", str(conf), "-i", str(pid)],
                             stdout=subprocess.DEVNULL, stderr=(root / "rsyslog.err").open("wb"))
     wait_until(lambda: sock.exists() and pid.exists(), 20, "rsyslogd's socket")
     return proc, sock, pid
@@ -112,7 +120,7 @@ def _chain(tmp_path: Path, template: str) -> Chain:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     # The hook calls plain `logger`; this one sends to the test's rsyslogd.
-    real = shutil.which("logger")
+    real = _tool("logger")
     (bin_dir / "logger").write_text(f'#!/bin/sh\nexec {real} -u {sock} "$@"\n')
     (bin_dir / "logger").chmod(0o755)
     return Chain(tmp_path, log_dir, sock, pid, proc, bin_dir, _modulefiles(tmp_path), init)
@@ -139,7 +147,7 @@ def _logrotate(chain: Chain) -> None:
                         f"kill -HUP $(cat {chain.rsyslog_pid})")
     path = chain.root / "logrotate.conf"
     path.write_text(conf)
-    proc = subprocess.run(["logrotate", "-f", "-s", str(chain.root / "logrotate.state"),
+    proc = subprocess.run([_tool("logrotate"), "-f", "-s", str(chain.root / "logrotate.state"),
                            str(path)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
