@@ -166,7 +166,8 @@ def _daemon(chain: Chain, db: DbHandle) -> tuple[subprocess.Popen[bytes], Path]:
     state.mkdir()
     runtime.mkdir()
     env = child_env(db.env, STATE_DIRECTORY=str(state), RUNTIME_DIRECTORY=str(runtime))
-    env.pop("LMOD_TRACKER_POLL_INTERVAL")  # the shipped defaults, as in production
+    for name in ("LMOD_TRACKER_POLL_INTERVAL", "LMOD_TRACKER_STATUS_SOCKET"):
+        env.pop(name)  # the shipped defaults, as in production (socket in RUNTIME_DIRECTORY)
     err = (chain.root / "lmod-tracker.log").open("wb")
     proc = subprocess.Popen(argv, env=env, stdout=err, stderr=err)
     sock = runtime / "status.sock"
