@@ -31,7 +31,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.support.loggen import FIRST_NAMES, FOREIGN_TEMPLATES, MALFORMED_KINDS, Counts
+from tests.support.loggen import (
+    FIRST_NAMES,
+    FOREIGN_TEMPLATES,
+    MALFORMED_KINDS,
+    Counts,
+    random_version,
+)
 
 TAG = "ModuleUsageTracking"
 START_EPOCH = 1_700_000_000
@@ -62,19 +68,6 @@ def _zipf_cum(n: int, s: float = 1.1) -> list[float]:
     return list(itertools.accumulate(1.0 / (rank ** s) for rank in range(1, n + 1)))
 
 
-def _version(rng: random.Random) -> str:
-    shape = rng.randrange(6)
-    if shape == 0:
-        return f"{rng.randrange(1, 13)}.{rng.randrange(10)}"
-    if shape == 1:
-        return f"{rng.randrange(2015, 2026)}.{rng.randrange(1, 13):02d}"
-    if shape == 2:
-        return f"{rng.randrange(1, 5)}.{rng.randrange(20)}.{rng.randrange(10)}-gcc-12.2.0"
-    if shape == 3:
-        return f"{rng.randrange(1, 5)}.{rng.randrange(20)}.{rng.randrange(10)}-foss-2023a"
-    return f"{rng.randrange(1, 13)}.{rng.randrange(10)}.{rng.randrange(10)}"
-
-
 def build_modules(rng: random.Random, packages: int) -> list[str]:
     """``packages`` package names, each with 1-6 versions; ~10% have no version."""
     names: list[str] = list(_REAL_PACKAGES[:packages])
@@ -92,7 +85,7 @@ def build_modules(rng: random.Random, packages: int) -> list[str]:
         if rng.random() < 0.10:
             modules.append(name)
             continue
-        versions = sorted({_version(rng) for _ in range(rng.randrange(1, 7))})
+        versions = sorted({random_version(rng) for _ in range(rng.randrange(1, 7))})
         modules.extend(f"{name}/{v}" for v in versions)
     rng.shuffle(modules)  # popularity rank is independent of the name
     return modules

@@ -30,6 +30,7 @@ __all__ = [
     "LineFactory",
     "LineKind",
     "natural_key",
+    "random_version",
     "write_log",
 ]
 
@@ -126,27 +127,30 @@ def _build_users(rng: random.Random, n: int = 200) -> list[str]:
     return sorted(users)
 
 
-def _version(rng: random.Random) -> str:
-    shape = rng.randrange(5)
+def random_version(rng: random.Random) -> str:
+    """A plausible module version: x.y, year.month, toolchain-suffixed x.y.z, or x.y.z."""
+    shape = rng.randrange(6)
     if shape == 0:
         return f"{rng.randrange(1, 13)}.{rng.randrange(10)}"
     if shape == 1:
-        return f"{rng.randrange(2015, 2025)}.{rng.randrange(1, 13):02d}"
+        return f"{rng.randrange(2015, 2026)}.{rng.randrange(1, 13):02d}"
     if shape == 2:
         return f"{rng.randrange(1, 5)}.{rng.randrange(20)}.{rng.randrange(10)}-gcc-12.2.0"
+    if shape == 3:
+        return f"{rng.randrange(1, 5)}.{rng.randrange(20)}.{rng.randrange(10)}-foss-2023a"
     return f"{rng.randrange(1, 13)}.{rng.randrange(10)}.{rng.randrange(10)}"
 
 
 def _build_modules(rng: random.Random) -> list[str]:
     modules: list[str] = []
     for name in _BASE_PACKAGES:
-        versions = {_version(rng) for _ in range(rng.randrange(2, 6))}
+        versions = {random_version(rng) for _ in range(rng.randrange(2, 6))}
         modules.extend(f"{name}/{v}" for v in sorted(versions))
         if rng.random() < 0.25:
             modules.append(name)
     for category, names in _CATEGORY_PACKAGES.items():
         for name in names:
-            versions = {_version(rng) for _ in range(rng.randrange(2, 4))}
+            versions = {random_version(rng) for _ in range(rng.randrange(2, 4))}
             modules.extend(f"{category}/{name}/{v}" for v in sorted(versions))
     return modules
 
