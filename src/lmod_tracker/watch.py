@@ -110,6 +110,7 @@ class Tailer:
         self.followers: dict[tuple[int, int], Follower] = {}
         self.wake = asyncio.Event()
         self.rescan = True
+        self._pending = False  # a matching file waits for its first complete line
         self._last_scan = 0.0
         self.first_scan = asyncio.Event()
         self.scans = 0
@@ -153,7 +154,8 @@ class Tailer:
         while not stop.is_set():
             self.wake.clear()
             now = time.monotonic()
-            full = self.rescan or now - self._last_scan >= self.poll_interval
+            full = (self.rescan or self._pending
+                    or now - self._last_scan >= self.poll_interval)
             if full:
                 self.rescan = False
                 self._last_scan = now
@@ -171,6 +173,7 @@ class Tailer:
         """Match the directory against the followed identities; start and drop followers."""
         seen = await asyncio.to_thread(self.selection.scan)
         first = self.scans == 0
+        self._pending = False
         self.scans += 1
         for ident, path in seen.items():
             follower = self.followers.get(ident)
@@ -206,7 +209,8 @@ class Tailer:
                 return
             fingerprint = read_fingerprint(fd)
             if fingerprint is None:
-                os.close(fd)  # first line not complete yet
+                os.close(fd)  # first line not complete yet: look again at the next wake-up
+                self._pending = True
                 return
             key = FileKey(st.st_dev, st.st_ino, fingerprint)
             checkpoint = await self.store.checkpoint(self.instance, key)
