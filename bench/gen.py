@@ -35,6 +35,7 @@ from tests.support.loggen import (
     FIRST_NAMES,
     FOREIGN_TEMPLATES,
     MALFORMED_KINDS,
+    PACKAGE_NAMES,
     Counts,
     random_version,
 )
@@ -45,17 +46,7 @@ START_EPOCH = 1_700_000_000
 SYSLOG_OFFSET_S = -4 * 3600
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
-_REAL_PACKAGES = (
-    "gcc", "intel", "openmpi", "mpich", "mvapich2", "cuda", "cudnn", "python", "R", "julia",
-    "perl", "ruby", "go", "rust", "java", "cmake", "make", "autoconf", "automake", "git",
-    "boost", "fftw", "hdf5", "netcdf", "netcdf-fortran", "openblas", "lapack", "scalapack",
-    "mkl", "petsc", "slepc", "trilinos", "eigen", "gsl", "zlib", "bzip2", "xz", "curl",
-    "openssl", "sqlite", "tmux", "vim", "emacs", "valgrind", "gdb", "ddt", "paraview", "visit",
-    "matlab", "mathematica", "ansys", "abaqus", "comsol", "lammps", "gromacs", "namd", "amber",
-    "cp2k", "quantum-espresso", "vasp", "orca", "gaussian", "nwchem", "anaconda3",
-    "miniconda3", "singularity", "apptainer", "nextflow", "snakemake", "ffmpeg", "imagemagick",
-    "gnuplot", "texlive", "pandoc", "nodejs", "intel-oneapi-mkl", "StdEnv", "nixpkgs", "arch",
-)
+_REAL_PACKAGES = (*PACKAGE_NAMES, "StdEnv", "nixpkgs", "arch")
 _CATEGORIES = ("bio", "chem", "phys", "tools", "math", "viz")
 _LIB_PREFIXES = ("py-", "r-", "perl-", "lib", "")
 _SYLLABLES = (

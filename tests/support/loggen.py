@@ -26,6 +26,7 @@ __all__ = [
     "FIRST_NAMES",
     "FOREIGN_TEMPLATES",
     "MALFORMED_KINDS",
+    "PACKAGE_NAMES",
     "Counts",
     "LineFactory",
     "LineKind",
@@ -45,7 +46,7 @@ _ISO_OFFSET = "-04:00"
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
-_BASE_PACKAGES = (
+PACKAGE_NAMES = (
     "gcc", "intel", "openmpi", "mpich", "mvapich2", "cuda", "cudnn", "python", "R", "julia",
     "perl", "ruby", "go", "rust", "java", "cmake", "make", "autoconf", "automake", "git",
     "boost", "fftw", "hdf5", "netcdf", "netcdf-fortran", "openblas", "lapack", "scalapack",
@@ -143,7 +144,7 @@ def random_version(rng: random.Random) -> str:
 
 def _build_modules(rng: random.Random) -> list[str]:
     modules: list[str] = []
-    for name in _BASE_PACKAGES:
+    for name in PACKAGE_NAMES:
         versions = {random_version(rng) for _ in range(rng.randrange(2, 6))}
         modules.extend(f"{name}/{v}" for v in sorted(versions))
         if rng.random() < 0.25:
