@@ -238,6 +238,9 @@ def test_concurrent_status_clients_while_ingesting(db: DbHandle, tmp_path: Path)
     expected = write_log(log, 20_000, factory=factory)
     with Daemon(env, log_dir, tmp_path / "daemon.log") as daemon:
         wait_until(lambda: sock.exists(), 20, "the status socket", on_timeout=daemon.log_text)
+        # The socket answers from startup on; /healthz says 200 once the daemon is ready.
+        wait_until(lambda: get(sock, "/healthz")[0] == 200, 20, "ready",
+                   on_timeout=daemon.log_text)
         stop = threading.Event()
 
         def append() -> None:
