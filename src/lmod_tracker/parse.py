@@ -30,6 +30,9 @@ FIELD_LIMITS: dict[str, int] = {
     "jobid": 64,
 }
 
+#: The program name must lie within this many bytes from the start of a line.
+HEADER_BYTES = 1024
+
 _TIME_RX = re.compile(r"(\d{1,12})(?:\.(\d+))?\Z")
 #: A whole line as rsyslog writes the usual hook's message (both timestamp styles). Lines that
 #: match take the fast path; every other line with our tag takes the general key=value path,
@@ -102,8 +105,18 @@ class Parser:
         self._seconds: dict[str, str] = {}
         self._fast = re.compile(_FAST_LINE.format(tag=re.escape(tag)))
 
-    def parse_line(self, line: bytes) -> LoadEvent | str | None:
-        """One line without its newline -> event, rejection reason, or ``None`` if foreign."""
+    def is_ours(self, line: bytes) -> bool:
+        """Whether ``line`` carries our tag in the program position (the header alone decides).
+
+        Cheap, and it reads at most the first :data:`HEADER_BYTES` bytes, so a prefix of a huge
+        line gives the same answer as the whole line: a line cutter uses it to count a line too
+        long to parse as rejected (ours) or foreign. ``parse_line`` returns ``None`` exactly
+        when this is false.
+        """
+        return self._locate(line[:HEADER_BYTES]) is not None
+
+    def _locate(self, line: bytes) -> tuple[int, bytes] | None:
+        """Where the message starts and the syslog host, or ``None`` if the line is foreign."""
         i = line.find(self._needle)
         if i < 0:
             return None
@@ -121,11 +134,19 @@ class Parser:
         header = line[:i].split()
         if len(header) not in (2, 4):  # ISO stamp + host, or "Mon dd hh:mm:ss" + host
             return None
+        return msg_start, header[-1]
+
+    def parse_line(self, line: bytes) -> LoadEvent | str | None:
+        """One line without its newline -> event, rejection reason, or ``None`` if foreign."""
+        where = self._locate(line[:HEADER_BYTES])
+        if where is None:
+            return None
+        msg_start, host = where
         if len(line) > self.max_line_bytes:
             return f"line longer than {self.max_line_bytes} bytes"
         try:
             message = line[msg_start:].decode("utf-8")
-            syslog_host = header[-1].decode("utf-8")
+            syslog_host = host.decode("utf-8")
         except UnicodeDecodeError as exc:
             return f"invalid UTF-8 at byte {exc.start + msg_start}"
         return self._message(message, syslog_host)

@@ -123,3 +123,14 @@ def test_any_message_parses_or_rejects(fields: dict[str, str]) -> None:
         for name, limit in FIELD_LIMITS.items():
             value = getattr(result, name)
             assert value is None or len(value) <= limit
+
+
+@pytest.mark.parametrize("line", [
+    TRAD + MSG, ISO + MSG, TRAD + b"user=a", TRAD + MSG + b" pad=" + b"x" * 100_000,
+    b"Apr 27 03:22:57 node1 sshd[12]: ModuleUsageTracking: user=a module=b time=1",
+    b"garbage", b"",
+])
+def test_is_ours_agrees_with_parse_line(line: bytes) -> None:
+    p = Parser()
+    assert p.is_ours(line) == (p.parse_line(line) is not None)
+    assert p.is_ours(line[:4096]) == p.is_ours(line)
