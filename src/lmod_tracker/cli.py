@@ -1,7 +1,8 @@
 """The ``lmod-tracker`` command line.
 
-Exit codes: 0 success, 1 a runtime failure (unreadable file, database down), 2 a configuration
-or usage error (one line on stderr says what to fix).
+Exit codes: 0 success, 1 a runtime failure (unreadable file, database down, interrupted),
+2 a configuration or usage error, 3 the database refuses us for good (credentials, grants,
+schema); in each failure one line on stderr says what to fix.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import click
 
 from lmod_tracker import __version__, logs
 from lmod_tracker.config import ConfigError, Settings, load_settings
+from lmod_tracker.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_PERMANENT, PermanentError
 from lmod_tracker.store.base import SCHEMA_VERSION, StoreError
 
 
@@ -35,10 +37,13 @@ def _run(coro: Any) -> int:
         return int(asyncio.run(coro))
     except ConfigError as exc:
         click.echo(f"lmod-tracker: configuration error: {exc}", err=True)
-        return 2
+        return EXIT_CONFIG
+    except PermanentError as exc:
+        click.echo(f"lmod-tracker: database error: {exc}", err=True)
+        return EXIT_PERMANENT
     except StoreError as exc:
         click.echo(f"lmod-tracker: database error: {exc}", err=True)
-        return 1
+        return EXIT_FAILURE
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -111,9 +116,12 @@ def check_config(ctx: click.Context) -> None:
         try:
             await store.open()
             version = await store.schema_version()
+        except PermanentError as exc:
+            click.echo(f"database: refused: {exc}")
+            return EXIT_PERMANENT
         except StoreError as exc:
             click.echo(f"database: unreachable: {exc}")
-            return 1
+            return EXIT_FAILURE
         finally:
             await store.close()
         if version is None:

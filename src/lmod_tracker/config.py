@@ -7,16 +7,26 @@ Database variables keep the names of the lmod_tracking ingest script (``DB_USER`
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import socket
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -30,12 +40,27 @@ class ConfigError(Exception):
     """A setting is wrong; the message is one line that says which and what to fix."""
 
 
+def _home() -> Path | None:
+    """The home directory, or None when there is none (a service user without HOME and
+    without a passwd entry)."""
+    try:
+        return Path.home()
+    except (RuntimeError, KeyError, OSError):
+        return None
+
+
 def default_sqlite_path() -> Path:
-    """``$STATE_DIRECTORY`` (systemd), else ``$XDG_STATE_HOME`` or ``~/.local/state``."""
+    """``$STATE_DIRECTORY`` (systemd), else ``$XDG_STATE_HOME`` or ``~/.local/state``
+    (``/var/lib/lmod-tracker`` for a user without a home directory)."""
     state = os.environ.get("STATE_DIRECTORY")
     if state:
         return Path(state.split(":")[0]) / "lmod-tracker.db"
-    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    xdg = os.environ.get("XDG_STATE_HOME")
+    if not xdg:
+        home = _home()
+        if home is None:
+            return Path("/var/lib/lmod-tracker/lmod-tracker.db")
+        xdg = str(home / ".local" / "state")
     return Path(xdg) / "lmod-tracker" / "lmod-tracker.db"
 
 
@@ -68,8 +93,10 @@ class Settings(BaseSettings):
     # What to read
     log_dir: Path = Field(Path("/var/log/lmod"), description="directory rsyslog writes to")
     file_glob: str = Field("lmod.log*", description="which files in log_dir to follow")
-    exclude: list[str] = Field(["*.gz", "*.xz", "*.bz2", "*.zst"],
-                               description="globs never followed (compressed copies)")
+    exclude: Annotated[list[str], NoDecode] = Field(
+        ["*.gz", "*.xz", "*.bz2", "*.zst"],
+        description="globs never followed (compressed copies); a list, or one string"
+                    " separated by spaces or commas")
     start_position: Literal["beginning", "end"] = Field(
         "beginning", description="where files without a checkpoint start, at the first scan")
     poll_interval: float = Field(1.0, gt=0, le=60, description="stat sweep period, seconds")
@@ -111,6 +138,31 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "logfmt", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    @field_validator("exclude", mode="before")
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        """``'*.gz *.xz'``, ``'*.gz,*.xz'`` or JSON ``'["*.gz"]'`` from the environment."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    return json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"not a JSON list: {exc.msg}") from None
+            return [part for part in re.split(r"[\s,]+", text) if part]
+        return value
+
+    @field_validator("status_socket_mode", mode="before")
+    @classmethod
+    def _octal(cls, value: Any) -> Any:
+        """File modes are octal: ``0660``, ``660`` or ``0o660`` (a TOML integer as it is)."""
+        if isinstance(value, str):
+            try:
+                return int(value.strip().removeprefix("0o"), 8)
+            except ValueError:
+                raise ValueError(f"{value!r} is not an octal file mode such as 0660") from None
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         if self.backend == "auto":
@@ -148,6 +200,8 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if name in _SECRET_FIELDS:
                 value = "***" if value.get_secret_value() else ""
+            elif name == "status_socket_mode":
+                value = f"{value:04o}"
             elif isinstance(value, Path):
                 value = str(value)
             out[name] = value
@@ -166,11 +220,15 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     if config_file is not None:
         _check_toml(config_file)
     token = _CONFIG_FILE.set(config_file)
+    env_files = _readable_env_files()
     try:
-        return Settings(_env_file=_readable_env_files(),  # type: ignore[call-arg]
+        return Settings(_env_file=env_files,  # type: ignore[call-arg]
                         **{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
+    except UnicodeDecodeError:
+        names = ", ".join(str(p) for p in env_files) or "the environment"
+        raise ConfigError(f"{names}: not UTF-8 text; save it as UTF-8") from None
     finally:
         _CONFIG_FILE.reset(token)
 
@@ -179,7 +237,9 @@ def _readable_env_files() -> tuple[Path, ...]:
     """``~/.ingest.env`` (as the lmod_tracking ingest script) and ``./.env``, when readable:
     a home directory the service user cannot enter is not an error."""
     found = []
-    for path in (Path.home() / ".ingest.env", Path(".env")):
+    home = _home()
+    candidates = [Path(".env")] if home is None else [home / ".ingest.env", Path(".env")]
+    for path in candidates:
         try:
             if path.is_file() and os.access(path, os.R_OK):
                 found.append(path)
@@ -196,6 +256,9 @@ def _check_toml(path: Path) -> None:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 (byte {exc.start}): save it as"
+                          " UTF-8") from None
     known = set(Settings.model_fields)
     unknown = sorted(set(data) - known)
     if unknown:

@@ -91,6 +91,22 @@ def open_stream(path: str) -> tuple[BinaryIO, BinaryIO]:
     return raw, raw
 
 
+def path_text(path: str) -> str:
+    """A file name as text for the database, logs and status, losslessly.
+
+    File names are bytes. One that is valid UTF-8 without a backslash is shown as it is;
+    otherwise backslashes are doubled and undecodable bytes written as ``\\xNN``, so that
+    ``lmod.log-\\xff`` names the file whose last byte is 0xff, and no two names look alike.
+    """
+    raw = os.fsencode(path)
+    if b"\\" not in raw:
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    return raw.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
+
+
 def split_complete(buf: bytes) -> int:
     """Length of the prefix of ``buf`` that holds complete lines (0 if none)."""
     return buf.rfind(b"\n") + 1

@@ -21,14 +21,21 @@ import click
 
 from lmod_tracker import logs
 from lmod_tracker.config import ConfigError, Settings
+from lmod_tracker.errors import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_PERMANENT,
+    PermanentError,
+    StoreError,
+)
 from lmod_tracker.events import Chunk, FileKey
-from lmod_tracker.files import FINGERPRINT_BYTES, fingerprint_of, open_stream
+from lmod_tracker.files import FINGERPRINT_BYTES, fingerprint_of, open_stream, path_text
 from lmod_tracker.follow import LineCutter
 from lmod_tracker.notify import Notifier, watchdog_interval
 from lmod_tracker.parse import Parser
 from lmod_tracker.pipeline import END, GaveUp, Stats, Writer, backoff
 from lmod_tracker.status import Monitor, StatusServer
-from lmod_tracker.store.base import SchemaError, Store, StoreError, check_version
+from lmod_tracker.store.base import Store, check_version
 from lmod_tracker.watch import Selection, Tailer
 
 log = logs.get("lmod_tracker")
@@ -55,8 +62,8 @@ async def prepare(store: Store, settings: Settings, *, attempts: int | None,
                   stop: asyncio.Event | None = None) -> bool:
     """Connect, create the schema if there is none, check its version.
 
-    Retries while the database is unreachable (``attempts`` times, or until ``stop``).
-    Returns False if stopped first. Raises SchemaError or StoreError when it gives up.
+    Retries transient failures (``attempts`` times, or until ``stop``); a permanent one
+    (credentials, grants, schema) is raised at once. Returns False if stopped first.
     """
     attempt = 0
     while True:
@@ -70,7 +77,8 @@ async def prepare(store: Store, settings: Settings, *, attempts: int | None,
                 version = await store.schema_version()
             check_version(version, store.describe())
             return True
-        except SchemaError:
+        except PermanentError:
+            await store.reset()
             raise
         except StoreError as exc:
             await store.reset()
@@ -122,20 +130,23 @@ async def run_daemon(settings: Settings, *, once: bool = False,
     store = make_store(settings)
     log.info("starting", **settings.redacted())
     notifier.status("waiting for the database")
-    if not await prepare(store, settings, attempts=None, stop=stop):
+    if not await prepare(store, settings, attempts=5 if once else None, stop=stop):
         await store.close()
         return 0
 
     queue: asyncio.Queue[Chunk | None] = asyncio.Queue(maxsize=settings.queue_chunks)
     stats = Stats()
+    # A one-shot run gives up on a database that keeps failing (and says so in its exit
+    # code); the daemon never does.
     writer = Writer(store, settings.instance, queue, batch_size=settings.batch_size,
                     batch_timeout=settings.batch_timeout, retry_initial=settings.retry_initial,
-                    retry_max=settings.retry_max, stats=stats)
+                    retry_max=settings.retry_max, max_attempts=5 if once else None,
+                    stats=stats)
     tailer = Tailer(Selection(settings.log_dir, settings.file_glob, tuple(settings.exclude)),
                     store, settings.instance, make_parser(settings), queue,
                     block_bytes=settings.read_block_bytes, poll_interval=settings.poll_interval,
                     rotate_wait=settings.rotate_wait,
-                    start_at_end=settings.start_position == "end")
+                    start_at_end=settings.start_position == "end", stats=stats)
     monitor = Monitor(store=store, stats=stats, tailer=tailer, queue=queue,
                       db_timeout=settings.db_timeout)
     server = None
@@ -154,36 +165,69 @@ async def run_daemon(settings: Settings, *, once: bool = False,
     reader_task = asyncio.create_task(tailer.run(stop, once=once), name="reader")
     stop_task = asyncio.create_task(stop.wait(), name="stop")
     supervisor = asyncio.create_task(
-        _supervise(live, monitor, tailer, writer, notifier, hup, reload), name="supervisor")
+        _supervise(live, monitor, tailer, writer, store, notifier, hup, reload),
+        name="supervisor")
     log.info("running", database=store.describe(), dir=str(settings.log_dir))
+    drained = False
     try:
         done, _ = await asyncio.wait({writer_task, reader_task, stop_task, supervisor},
                                      return_when=asyncio.FIRST_COMPLETED)
-        for task in (writer_task, reader_task, supervisor):
+        for task in (reader_task, supervisor):
             if task in done:
                 task.result()  # these only end early on a bug: raise it
+        if writer_task in done:
+            with contextlib.suppress(GaveUp, PermanentError):
+                writer_task.result()  # reported below; anything else is a bug
     finally:
         monitor.state = "stopping"
         notifier.stopping(f"stopping, {queue.qsize()} chunks queued")
         log.info("stopping", queued=queue.qsize())
-        for task in (reader_task, stop_task, supervisor):
+        for task in (reader_task, supervisor):
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(reader_task, stop_task, supervisor)
-        # --once without a signal commits everything; a signal gets the grace period.
-        grace = None if once and not stop.is_set() else live.settings.shutdown_grace
-        drained = await _drain(queue, writer_task, grace)
+            await asyncio.gather(reader_task, supervisor)
+        # --once commits everything unless a signal comes; a signal (now or while draining)
+        # leaves the grace period.
+        drained = await _drain(queue, writer_task, stop, live.settings.shutdown_grace,
+                               patient=once)
+        stop_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stop_task
         tailer.close()
         if server is not None:
             await server.close()
         await store.close()
         notifier.close()
     log.info("stopped", drained=drained, **_totals(stats))
-    if echo is not None:
+    if not once:
+        return EXIT_OK  # whatever was not committed is read again at the next start
+    code, failure = _once_failure(stats, tailer, drained, stop.is_set())
+    if failure:
+        click.echo(f"lmod-tracker: {failure}; committed: {stats.events} events into"
+                   f" {store.describe()}", err=True)
+    elif echo is not None:
         echo(f"{stats.events} events committed ({stats.duplicates} duplicates skipped,"
              f" {stats.foreign} foreign, {stats.rejected} rejected lines) into"
              f" {store.describe()}")
-    return 0
+    return code
+
+
+def _once_failure(stats: Stats, tailer: Tailer, drained: bool, stopped: bool
+                  ) -> tuple[int, str]:
+    """The exit code of a ``run --once`` and why it did not do its whole job."""
+    if not drained and stats.last_error_kind == "permanent":
+        return EXIT_PERMANENT, f"database error: {stats.last_error}"
+    if stopped and not drained:
+        return EXIT_FAILURE, "interrupted before everything read was committed"
+    if not drained:
+        return EXIT_FAILURE, f"database failed: {stats.last_error or 'gave up'}"
+    if stopped:
+        return EXIT_FAILURE, "interrupted; the files were not all read (the next run goes on)"
+    if tailer.unreadable:
+        path, why = next(iter(tailer.unreadable.items()))
+        more = f" (and {len(tailer.unreadable) - 1} more)" if len(tailer.unreadable) > 1 else ""
+        return EXIT_FAILURE, f"{path_text(path)}: {why}{more}"
+    return EXIT_OK, ""
 
 
 class _Live:
@@ -193,10 +237,15 @@ class _Live:
         self.settings = settings
 
 
+#: While no batch commits, the database is probed this often, so that an outage or a revoked
+#: grant shows on /healthz and in systemd's status line within seconds, not at the next line.
+PROBE_INTERVAL = 10.0
+
+
 async def _supervise(live: _Live, monitor: Monitor, tailer: Tailer, writer: Writer,
-                     notifier: Notifier, hup: asyncio.Event,
+                     store: Store, notifier: Notifier, hup: asyncio.Event,
                      reload: Callable[[], Settings] | None) -> None:
-    """READY after the first scan, then STATUS, WATCHDOG, summaries and SIGHUP reloads."""
+    """READY after the first scan, then STATUS, WATCHDOG, probes, summaries and SIGHUP."""
     await tailer.first_scan.wait()
     monitor.state = "running"
     monitor.sample()
@@ -205,33 +254,63 @@ async def _supervise(live: _Live, monitor: Monitor, tailer: Tailer, writer: Writ
     watchdog = watchdog_interval()
     tick = min(watchdog or 1.0, 1.0)
     loop = asyncio.get_running_loop()
-    next_status = next_summary = loop.time()
+    next_status = next_summary = next_probe = loop.time()
     next_summary += live.settings.summary_interval
+    next_probe += PROBE_INTERVAL
+    probing: asyncio.Task[None] | None = None
     last_events = monitor.stats.events
-    while True:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(hup.wait(), tick)
-        if hup.is_set():
-            hup.clear()
-            _reload(live, writer, reload)
-        now = loop.time()
-        monitor.sample()
-        if watchdog is not None:
-            if monitor.writer_stuck():
-                log.error("database call hung past its timeout; not feeding the watchdog",
-                          timeout=live.settings.db_timeout)
-            else:
-                notifier.watchdog()
-        if now >= next_status:
-            notifier.status(monitor.summary())
-            next_status = now + 5.0
-        if now >= next_summary:
-            stats = monitor.stats
-            log.info("summary", files=len(tailer.followers), state=monitor.current_state(),
-                     events_per_s=round(monitor.rate(60), 1),
-                     new_events=stats.events - last_events, **_totals(stats))
-            last_events = stats.events
-            next_summary = now + live.settings.summary_interval
+    try:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(hup.wait(), tick)
+            if hup.is_set():
+                hup.clear()
+                _reload(live, writer, reload)
+            now = loop.time()
+            monitor.sample()
+            if watchdog is not None:
+                if monitor.writer_stuck():
+                    log.error("database call hung past its timeout; not feeding the watchdog",
+                              timeout=live.settings.db_timeout)
+                else:
+                    notifier.watchdog()
+            if probing is not None and probing.done():
+                probing = None
+            if now >= next_probe and probing is None:
+                next_probe = now + PROBE_INTERVAL
+                if not writer.busy and time.time() - monitor.stats.last_commit >= PROBE_INTERVAL:
+                    probing = asyncio.create_task(_probe(store, writer))
+            if now >= next_status:
+                notifier.status(monitor.summary())
+                next_status = now + 5.0
+            if now >= next_summary:
+                stats = monitor.stats
+                log.info("summary", files=len(tailer.followers), state=monitor.current_state(),
+                         events_per_s=round(monitor.rate(60), 1),
+                         new_events=stats.events - last_events, **_totals(stats))
+                last_events = stats.events
+                next_summary = now + live.settings.summary_interval
+    finally:
+        if probing is not None:
+            probing.cancel()
+
+
+async def _probe(store: Store, writer: Writer) -> None:
+    """Check an idle database; the writer's state says what the probe found."""
+    stats = writer.stats
+    try:
+        await store.probe()
+    except StoreError as exc:
+        if writer.busy:
+            return  # the writer's own result is the better judge
+        if not stats.degraded or stats.last_error != str(exc):
+            log.error("database check failed", error=str(exc), kind=exc.kind)
+        stats.fail(exc)
+        await store.reset()
+        return
+    if stats.degraded and not writer.busy:
+        log.info("database check passed; reachable again")
+        stats.degraded = False
 
 
 def _reload(live: _Live, writer: Writer, reload: Callable[[], Settings] | None) -> None:
@@ -260,25 +339,37 @@ def _reload(live: _Live, writer: Writer, reload: Callable[[], Settings] | None) 
 
 
 async def _drain(queue: asyncio.Queue[Chunk | None], writer_task: asyncio.Task[None],
-                 grace: float | None) -> bool:
-    """Let the writer commit what is queued, within ``grace`` seconds."""
+                 stop: asyncio.Event, grace: float, *, patient: bool) -> bool:
+    """Let the writer commit what is queued within ``grace`` seconds; when ``patient``,
+    without limit until ``stop`` is set and then for ``grace`` more seconds. True when
+    everything read was committed."""
     if writer_task.done():
-        return queue.empty()
+        return queue.empty() and not writer_task.cancelled() and \
+            writer_task.exception() is None
 
     async def finish() -> None:
         await queue.put(END)
         await writer_task
 
+    finishing = asyncio.ensure_future(finish())
+    stopping = asyncio.ensure_future(stop.wait() if patient else asyncio.sleep(0))
     try:
-        await asyncio.wait_for(finish(), grace)
-        return True
-    except TimeoutError:
-        log.warning("shutdown grace period over; uncommitted lines will be read again at the"
-                    " next start", grace=grace)
-        writer_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await writer_task
-        return False
+        await asyncio.wait({finishing, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not finishing.done():
+            await asyncio.wait({finishing}, timeout=grace)
+    finally:
+        stopping.cancel()
+    if finishing.done():
+        return finishing.exception() is None
+    log.warning("shutdown grace period over; uncommitted lines will be read again at the"
+                " next start", grace=grace)
+    finishing.cancel()
+    writer_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await writer_task
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await finishing
+    return False
 
 
 def _totals(stats: Stats) -> dict[str, object]:
@@ -306,15 +397,14 @@ async def ingest_files(settings: Settings, paths: list[Path], *, from_start: boo
     store = make_store(settings)
     try:
         await prepare(store, settings, attempts=3)
-    except StoreError as exc:
-        echo(f"lmod-tracker: database failed: {exc}")
+    except BaseException:
         await store.close()
-        return 1
+        raise  # the command line reports it (exit 3 permanent, 1 otherwise)
     parser = make_parser(settings)
     failed = False
     try:
         for path in paths:
-            report = FileReport(str(path))
+            report = FileReport(path_text(str(path)))
             try:
                 await _ingest_one(store, settings, parser, path, report,
                                   from_start=from_start, progress=progress)
@@ -322,9 +412,10 @@ async def ingest_files(settings: Settings, paths: list[Path], *, from_start: boo
                 report.error = f"cannot read: {exc.strerror or exc}"
             except (EOFError, ValueError) as exc:  # truncated or corrupt gzip
                 report.error = f"cannot read: {exc}"
-            except (GaveUp, StoreError) as exc:
-                echo(f"{path}: database failed: {exc}")
-                return 1
+            except GaveUp as exc:
+                click.echo(f"lmod-tracker: {path_text(str(path))}: database failed: {exc}",
+                           err=True)
+                return EXIT_FAILURE
             failed = failed or bool(report.error)
             echo(_report_line(report))
     finally:

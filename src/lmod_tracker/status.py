@@ -25,6 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from lmod_tracker import __version__, logs
+from lmod_tracker.files import path_text
 
 if TYPE_CHECKING:
     from lmod_tracker.events import Chunk
@@ -94,7 +95,7 @@ class Monitor:
             _committed_path, committed, last_event = (
                 self.stats.files.get(key, ("", 0, "")) if key else ("", 0, ""))
             out.append({
-                "path": f.path,
+                "path": path_text(f.path),
                 "identity": {"dev": f.dev, "ino": f.ino,
                              "fingerprint": key.fingerprint if key else None},
                 "offset": committed,
@@ -117,15 +118,20 @@ class Monitor:
                 "backend": self.store.backend,
                 "target": self.store.describe(),
                 "reachable": not s.degraded,
+                "problem": (None if not s.degraded else
+                            {"transient": "unreachable", "permanent": "refusing",
+                             "data": "refusing values"}.get(s.last_error_kind or "",
+                                                            "unreachable")),
                 "last_error": s.last_error or None,
+                "last_error_kind": s.last_error_kind,
                 "last_commit": (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(s.last_commit))
                                 if s.last_commit else None),
                 "writer_stuck": self.writer_stuck(),
             },
             "files": self.files(),
             "totals": {"events": s.events, "duplicates": s.duplicates, "foreign": s.foreign,
-                       "rejected": s.rejected, "batches": s.batches, "retries": s.retries,
-                       "bytes": s.bytes},
+                       "rejected": s.rejected, "refused": s.poisoned, "batches": s.batches,
+                       "retries": s.retries, "bytes": s.bytes},
             "queue": {"depth": self.queue.qsize(), "bound": self.queue.maxsize},
             "events_per_s": {"1m": round(self.rate(60), 2), "5m": round(self.rate(300), 2)},
             "latency_s": {"p50": _percentile(latencies, 0.50),
@@ -136,7 +142,14 @@ class Monitor:
         """One line for systemd's STATUS= (shown by ``systemctl status``)."""
         snap = self.snapshot()
         lag = sum(f["lag_bytes"] for f in snap["files"])
-        return (f"{snap['state']}: {len(snap['files'])} files, "
+        state = snap["state"]
+        if state == "degraded":
+            db = snap["database"]
+            reason = db["last_error"] or ("a database call hung" if db["writer_stuck"] else "")
+            state = f"degraded: {reason[:200]};"
+        else:
+            state += ":"
+        return (f"{state} {len(snap['files'])} files, "
                 f"{snap['events_per_s']['1m']:.0f} events/s, lag {lag} bytes, "
                 f"{snap['totals']['events']} events committed")
 
@@ -152,6 +165,7 @@ class _Collector(Collector):
                           ("duplicates", "Valid lines found already stored"),
                           ("foreign", "Lines of other programs, skipped"),
                           ("rejected", "Lines with the tracking tag that could not be parsed"),
+                          ("refused", "Parsed loads the database refused, kept as rejects"),
                           ("batches", "Transactions committed"),
                           ("retries", "Failed commits retried"),
                           ("bytes", "Bytes of log read and committed")):
@@ -205,13 +219,28 @@ class StatusServer:
         self._slots = asyncio.Semaphore(_MAX_CLIENTS)
 
     async def start(self) -> None:
+        """Listen; raises OSError with a readable message (and leaves no socket file)."""
+        gid = -1
+        if self.group:
+            try:
+                gid = grp.getgrnam(self.group).gr_gid
+            except KeyError:
+                raise OSError(f"group {self.group!r} does not exist") from None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale_socket(self.path)
         self._server = await asyncio.start_unix_server(self._serve, path=str(self.path),
                                                        limit=_MAX_REQUEST)
-        os.chmod(self.path, self.mode)
-        if self.group:
-            os.chown(self.path, -1, grp.getgrnam(self.group).gr_gid)
+        try:
+            os.chmod(self.path, self.mode)
+            if gid != -1:
+                try:
+                    os.chown(self.path, -1, gid)
+                except PermissionError:
+                    raise OSError(f"cannot give the socket to group {self.group!r}: this user"
+                                  " is not a member of it") from None
+        except BaseException:
+            await self.close()
+            raise
         log.info("status endpoint listening", socket=str(self.path))
 
     async def close(self) -> None:

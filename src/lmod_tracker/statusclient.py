@@ -55,7 +55,7 @@ def render(doc: dict[str, Any]) -> str:
     lat = doc["latency_s"]
     lines = [
         f"lmod-tracker {doc['version']}: {doc['state']}, up {doc['uptime_s']:.0f} s",
-        f"database  {db['target']} ({'reachable' if db['reachable'] else 'UNREACHABLE'}),"
+        f"database  {db['target']} ({db.get('problem') or 'reachable'}),"
         f" last commit {db['last_commit'] or 'never'}",
     ]
     if db.get("last_error"):

@@ -22,9 +22,10 @@ from watchdog.observers import Observer
 
 from lmod_tracker import logs
 from lmod_tracker.events import Chunk, FileKey
-from lmod_tracker.files import Change, read_fingerprint, start_offset
+from lmod_tracker.files import Change, path_text, read_fingerprint, start_offset
 from lmod_tracker.follow import Follower
 from lmod_tracker.parse import Parser
+from lmod_tracker.pipeline import Stats
 from lmod_tracker.store.base import Store, StoreError
 
 log = logs.get("lmod_tracker.reader")
@@ -97,7 +98,8 @@ class Tailer:
 
     def __init__(self, selection: Selection, store: Store, instance: str, parser: Parser,
                  queue: asyncio.Queue[Chunk | None], *, block_bytes: int, poll_interval: float,
-                 rotate_wait: float, start_at_end: bool = False) -> None:
+                 rotate_wait: float, start_at_end: bool = False,
+                 stats: Stats | None = None) -> None:
         self.selection = selection
         self.store = store
         self.instance = instance
@@ -107,6 +109,9 @@ class Tailer:
         self.poll_interval = poll_interval
         self.rotate_wait = rotate_wait
         self.start_at_end = start_at_end
+        self.stats = stats if stats is not None else Stats()
+        #: files that could not be opened or read (path -> reason), for ``run --once``'s exit
+        self.unreadable: dict[str, str] = {}
         self.followers: dict[tuple[int, int], Follower] = {}
         self.wake = asyncio.Event()
         self.rescan = True
@@ -179,7 +184,7 @@ class Tailer:
             follower = self.followers.get(ident)
             if follower is not None:
                 if follower.path != path:
-                    log.info("file renamed", old=follower.path, new=path)
+                    log.info("file renamed", old=path_text(follower.path), new=path_text(path))
                     follower.path = path
                 follower.present = True
             else:
@@ -192,15 +197,16 @@ class Tailer:
                 follower.present = False
                 follower.idle_since = now
                 log.info("file gone from the directory, reading it to the end",
-                         file=follower.path, offset=follower.offset)
+                         file=path_text(follower.path), offset=follower.offset)
         self.first_scan.set()
 
     async def _start(self, ident: tuple[int, int], path: str, *, at_end: bool) -> None:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
+            self.unreadable[path] = f"cannot open: {exc.strerror}"
             if _repeats.allow(("open", path, exc.errno)):
-                log.warning("cannot open log file", file=path, error=exc.strerror)
+                log.warning("cannot open log file", file=path_text(path), error=exc.strerror)
             return
         try:
             st = os.fstat(fd)
@@ -217,21 +223,32 @@ class Tailer:
         except StoreError as exc:
             os.close(fd)
             if _repeats.allow(("checkpoint", path)):
-                log.warning("cannot read checkpoint, will retry", file=path, error=str(exc))
+                log.warning("cannot read checkpoint, will retry", file=path_text(path),
+                            error=str(exc))
             return
         except OSError as exc:
             os.close(fd)
+            self.unreadable[path] = f"cannot read: {exc.strerror}"
             if _repeats.allow(("read", path, exc.errno)):
-                log.warning("cannot read log file", file=path, error=exc.strerror)
+                log.warning("cannot read log file", file=path_text(path), error=exc.strerror)
             return
+        self.unreadable.pop(path, None)
         offset = start_offset(checkpoint, st.st_size, new_file_at_end=at_end)
         follower = Follower(path, fd, st.st_dev, st.st_ino, key, offset, self.parser,
                             self.block_bytes)
         self.followers[ident] = follower
         origin = "checkpoint" if checkpoint is not None and offset == checkpoint else (
             "end" if offset else "beginning")
-        log.info("following file", file=path, inode=st.st_ino, offset=offset, size=st.st_size,
-                 start=origin)
+        log.info("following file", file=path_text(path), inode=st.st_ino, offset=offset,
+                 size=st.st_size, start=origin)
+        if checkpoint is not None and offset == checkpoint:
+            # What the database says was committed, so that status shows no lag for a file
+            # read to its end before a restart.
+            self.stats.files.setdefault(key, (path, checkpoint, ""))
+        elif origin == "end":
+            # start_position = "end": record the starting point now, so that lines written
+            # while the daemon is stopped are read at the next start.
+            await self.queue.put(Chunk(key, path, offset, [], [], 0, 0, time.time()))
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -268,14 +285,15 @@ class Tailer:
             change = follower.check()
             if change is not Change.NONE:
                 log.warning("file content replaced, reading it from the start",
-                            file=follower.path, change=change.value)
+                            file=path_text(follower.path), change=change.value)
             chunk = follower.read_chunk()
             if chunk is None and not follower.present and self._expired(follower):
                 chunk = follower.read_chunk(final=True)
             return chunk
         except OSError as exc:
+            self.unreadable[follower.path] = f"read failed: {exc.strerror}"
             if _repeats.allow(("read", follower.path, exc.errno)):
-                log.warning("read failed", file=follower.path, error=exc.strerror)
+                log.warning("read failed", file=path_text(follower.path), error=exc.strerror)
             return None
 
     def _expired(self, follower: Follower) -> bool:
@@ -289,6 +307,7 @@ class Tailer:
         except OSError:
             size = follower.offset
         if size <= follower.offset:
-            log.info("file fully read, closing", file=follower.path, offset=follower.offset)
+            log.info("file fully read, closing", file=path_text(follower.path),
+                     offset=follower.offset)
             follower.close()
             del self.followers[ident]

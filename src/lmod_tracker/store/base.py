@@ -7,17 +7,22 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Protocol
 
+from lmod_tracker.errors import SchemaError, StoreError
 from lmod_tracker.events import Chunk, FileKey, LoadEvent, Rejected
+from lmod_tracker.files import path_text
+
+__all__ = ["SCHEMA_VERSION", "Batch", "CommitResult", "SchemaError", "Store", "StoreError"]
 
 SCHEMA_VERSION = 1
 
+#: Sizes of the free-text columns we write, in characters (bytes for ``raw``): every value is
+#: cut to them before it reaches the database, so no text of ours can be refused.
+TEXT_LIMITS = {"instance": 128, "path": 1024, "reason": 255, "raw": 4096}
 
-class StoreError(Exception):
-    """A database problem, described for an operator (never contains the password)."""
-
-
-class SchemaError(StoreError):
-    """The database has no schema, or one of another version."""
+#: The tables of our schema: a database that has some of them but no ``lmod_tracker_schema``
+#: belongs to another program (lmod_tracking has ``user``, ``package``, ``module_usage``).
+OUR_TABLES = ("user", "package", "host", "modulefile", "module_usage", "rejected_line",
+              "file_checkpoint")
 
 
 @dataclass
@@ -31,12 +36,16 @@ class Batch:
     nbytes: int = 0
     first_read_at: float = 0.0
     last_event: dict[FileKey, str] = field(default_factory=dict)
+    #: where each chunk's events start in ``events``: (index, file, path, chunk start offset)
+    spans: list[tuple[int, FileKey, str, int]] = field(default_factory=list)
 
     def add(self, chunk: Chunk) -> None:
         if not self.checkpoints and not self.events:
             self.first_read_at = chunk.read_at
         if chunk.events:
             self.last_event[chunk.key] = chunk.events[-1].load_time
+            self.spans.append((len(self.events), chunk.key, chunk.path,
+                               chunk.end_offset - chunk.nbytes))
         self.events.extend(chunk.events)
         self.rejects.extend((chunk.key, chunk.path, r) for r in chunk.rejects)
         self.checkpoints[chunk.key] = (chunk.path, chunk.end_offset)
@@ -45,6 +54,16 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.events)
+
+
+    def origin(self, index: int) -> tuple[FileKey, str, int]:
+        """The file of ``events[index]`` and the start offset of the chunk it was read in."""
+        found = self.spans[0]
+        for span in self.spans:
+            if span[0] > index:
+                break
+            found = span
+        return found[1], found[2], found[3]
 
 
 @dataclass(frozen=True)
@@ -95,6 +114,15 @@ class Store(Protocol):
         """Drop the connection after an error; the next call reconnects."""
         ...
 
+    async def probe(self) -> None:
+        """Check, without changing anything, that the database answers and that we may still
+        read and write our tables (raises the classified StoreError)."""
+        ...
+
+    async def committed(self, instance: str) -> dict[FileKey, int]:
+        """Every checkpoint of ``instance``: how far each file content was committed."""
+        ...
+
 
 def schema_text(backend: str) -> str:
     return resources.files("lmod_tracker.schema").joinpath(f"{backend}.sql").read_text()
@@ -108,6 +136,24 @@ def schema_statements(backend: str) -> list[str]:
 
 def utc_now_text() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def cut(text: str, column: str) -> str:
+    """``text`` cut to the size of a free-text column of ours."""
+    limit = TEXT_LIMITS[column]
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def db_path(path: str) -> str:
+    """A file name as stored: undecodable bytes escaped, cut to the column."""
+    return cut(path_text(path), "path")
+
+
+def foreign_schema_error(where: str, found: list[str]) -> SchemaError:
+    return SchemaError(
+        f"{where} holds tables of another application ({', '.join(sorted(found))}) and no"
+        " lmod-tracker schema: set DB_NAME to a different (new or empty) database;"
+        " lmod-tracker never writes into another program's tables")
 
 
 def check_version(found: int | None, where: str) -> None:

@@ -16,14 +16,18 @@ from typing import Any, TypeVar
 
 import asyncmy  # type: ignore[import-untyped]
 
+from lmod_tracker.errors import TransientError, classify_mysql
 from lmod_tracker.events import FileKey
 from lmod_tracker.store.base import (
+    OUR_TABLES,
     Batch,
     CommitResult,
     IdCache,
-    StoreError,
+    cut,
+    db_path,
     dimension_values,
     fact_rows,
+    foreign_schema_error,
     schema_statements,
     utc_now_text,
 )
@@ -89,19 +93,21 @@ class MySQLStore:
         return f"mysql://{p['user']}@{where}/{p['database']}"
 
     async def _call(self, aw: Awaitable[T]) -> T:
-        """Every database call: bounded in time, errors as StoreError without secrets."""
+        """Every database call: bounded in time, errors classified (errors.py), no secrets."""
         self.call_started = time.monotonic()
         try:
             return await asyncio.wait_for(aw, self.timeout)
-        except TimeoutError as exc:
+        except TimeoutError:
             self._drop()
-            raise StoreError(f"{self.describe()}: no answer within {self.timeout:g} s") from exc
+            raise TransientError(
+                f"{self.describe()}: no answer within {self.timeout:g} s") from None
         except (asyncmy.errors.MySQLError, OSError, ConnectionError, RuntimeError,
-                AttributeError) as exc:
+                AttributeError, UnicodeError) as exc:
             # asyncmy raises AttributeError/RuntimeError on calls over a dead connection.
-            self._drop()
-            raise StoreError(f"{self.describe()}: {_safe(exc, self._params['password'])}") \
-                from None
+            error = classify_mysql(exc, self.describe(), self._params["password"])
+            if error.kind != "data":  # a refused value leaves the connection usable
+                self._drop()
+            raise error from None
         finally:
             self.call_started = None
 
@@ -165,20 +171,28 @@ class MySQLStore:
 
     async def _init_schema(self) -> None:
         conn = await self._connection()
-        for stmt in schema_statements("mysql"):
-            await self._execute(stmt)
-        await self._call(conn.commit())
+        # "Table already exists" notes of an idempotent re-run are not worth a warning.
+        await self._execute("SET SESSION sql_notes = 0")
+        try:
+            for stmt in schema_statements("mysql"):
+                await self._execute(stmt)
+            await self._call(conn.commit())
+        finally:
+            if self._conn is not None:
+                await self._execute("SET SESSION sql_notes = 1")
 
     async def schema_version(self) -> int | None:
         async with self._lock:
             return await self._schema_version()
 
     async def _schema_version(self) -> int | None:
-        rows = await self._execute(
-            "SELECT COUNT(*) FROM information_schema.tables"
-            " WHERE table_schema = DATABASE() AND table_name = 'lmod_tracker_schema'")
-        if not rows or not rows[0][0]:
+        tables = {str(r[0]) for r in await self._execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()")}
+        if "lmod_tracker_schema" not in tables:
             await self._rollback()
+            found = sorted(tables.intersection(OUR_TABLES))
+            if found:
+                raise foreign_schema_error(self.describe(), found)
             return None
         rows = await self._execute("SELECT MAX(version) FROM lmod_tracker_schema")
         await self._rollback()
@@ -202,6 +216,26 @@ class MySQLStore:
                 " AND fingerprint = %s", (instance, key.fingerprint))
         await self._rollback()
         return None if not rows or rows[0][0] is None else int(rows[0][0])
+
+    async def probe(self) -> None:
+        async with self._lock:
+            await self._execute("SELECT MAX(version) FROM lmod_tracker_schema")
+            # Privileges are checked before a statement runs, so these prove the grants the
+            # writer needs without touching a row.
+            await self._execute(
+                "INSERT INTO module_usage (user_id, package_id, host_id, load_time)"
+                " SELECT 0, 0, 0, UTC_TIMESTAMP() FROM DUAL WHERE 1 = 0")
+            await self._execute(
+                "UPDATE file_checkpoint SET updated_at = updated_at WHERE 1 = 0")
+            await self._rollback()
+
+    async def committed(self, instance: str) -> dict[FileKey, int]:
+        async with self._lock:
+            rows = await self._execute(
+                "SELECT dev, ino, fingerprint, byte_offset FROM file_checkpoint"
+                " WHERE instance = %s", (instance,))
+            await self._rollback()
+        return {FileKey(int(d), int(i), str(f)): int(o) for d, i, f, o in rows}
 
     def prepare(self, batch: Batch) -> tuple[list[tuple[Any, ...]], set[str]] | None:
         """The fact rows, when every dimension value has a committed id in the cache."""
@@ -252,7 +286,7 @@ class MySQLStore:
         now = utc_now_text()
         rejected = await self._insert_rejects(instance, batch, now)
         await self._executemany(_UPSERT_CHECKPOINT, [
-            (instance, k.dev, k.ino, k.fingerprint, path, off, now)
+            (instance, k.dev, k.ino, k.fingerprint, db_path(path), off, now)
             for k, (path, off) in batch.checkpoints.items()])
         await self._call(self._conn.commit())
         self._ids.merge(pending)
@@ -271,8 +305,9 @@ class MySQLStore:
     async def _insert_rejects(self, instance: str, batch: Batch, now: str) -> int:
         if not batch.rejects:
             return 0
-        wanted = {(key.fingerprint, r.offset): (instance, path, key.fingerprint, r.offset,
-                                                r.reason, r.raw, now)
+        wanted = {(key.fingerprint, r.offset): (instance, db_path(path), key.fingerprint,
+                                                r.offset, cut(r.reason, "reason"),
+                                                r.raw[:4096], now)
                   for key, path, r in batch.rejects}
         fps = sorted({fp for fp, _ in wanted})
         for fp, off in await self._execute(
@@ -321,9 +356,3 @@ class MySQLStore:
                     found[value] = int(vid)
         return found
 
-
-def _safe(exc: BaseException, password: str) -> str:
-    text = str(exc) or type(exc).__name__
-    if password and password in text:
-        text = text.replace(password, "***")
-    return text

@@ -10,14 +10,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from lmod_tracker.errors import StoreError, classify_sqlite
 from lmod_tracker.events import FileKey
 from lmod_tracker.store.base import (
+    OUR_TABLES,
     Batch,
     CommitResult,
     IdCache,
-    StoreError,
+    cut,
+    db_path,
     dimension_values,
     fact_rows,
+    foreign_schema_error,
     schema_statements,
     utc_now_text,
 )
@@ -58,8 +62,11 @@ class SQLiteStore:
         self.call_started = time.monotonic()
         try:
             return await loop.run_in_executor(self._executor, fn)
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.describe()}: {exc}") from exc
+        except (sqlite3.Error, UnicodeError, OverflowError) as exc:
+            raise classify_sqlite(exc, self.describe()) from None
+        except OSError as exc:  # the directory of the file cannot be created
+            raise classify_sqlite(sqlite3.OperationalError(
+                f"cannot create {self.path.parent}: {exc.strerror}"), self.describe()) from None
         finally:
             self.call_started = None
 
@@ -111,9 +118,12 @@ class SQLiteStore:
     async def schema_version(self) -> int | None:
         def version() -> int | None:
             conn = self._connect()
-            exists = conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE name = 'lmod_tracker_schema'").fetchone()
-            if not exists:
+            tables = {r[0] for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
+            if "lmod_tracker_schema" not in tables:
+                found = sorted(tables.intersection(OUR_TABLES))
+                if found:
+                    raise foreign_schema_error(self.describe(), found)
                 return None
             row = conn.execute("SELECT MAX(version) FROM lmod_tracker_schema").fetchone()
             return None if row is None or row[0] is None else int(row[0])
@@ -131,6 +141,22 @@ class SQLiteStore:
                     " WHERE instance = ? AND fingerprint = ?",
                     (instance, key.fingerprint)).fetchone()
             return None if row is None or row[0] is None else int(row[0])
+        return await self._run(lookup)
+
+    async def probe(self) -> None:
+        def probe() -> None:
+            conn = self._connect()
+            conn.execute("SELECT MAX(version) FROM lmod_tracker_schema").fetchone()
+            conn.execute("BEGIN IMMEDIATE")  # the file is writable and not locked for long
+            conn.execute("ROLLBACK")
+        await self._run(probe)
+
+    async def committed(self, instance: str) -> dict[FileKey, int]:
+        def lookup() -> dict[FileKey, int]:
+            rows = self._connect().execute(
+                "SELECT dev, ino, fingerprint, byte_offset FROM file_checkpoint"
+                " WHERE instance = ?", (instance,)).fetchall()
+            return {FileKey(int(d), int(i), str(f)): int(o) for d, i, f, o in rows}
         return await self._run(lookup)
 
     def prepare(self, batch: Batch) -> None:
@@ -161,8 +187,8 @@ class SQLiteStore:
             conn.executemany(
                 "INSERT INTO rejected_line (instance, path, fingerprint, byte_offset, reason, raw,"
                 " seen_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                [(instance, path, key.fingerprint, r.offset, r.reason, r.raw, now)
-                 for key, path, r in batch.rejects])
+                [(instance, db_path(path), key.fingerprint, r.offset, cut(r.reason, "reason"),
+                  r.raw[:4096], now) for key, path, r in batch.rejects])
             rejected = conn.total_changes - before
             conn.executemany(
                 "INSERT INTO file_checkpoint (instance, dev, ino, fingerprint, path, byte_offset,"
@@ -170,7 +196,7 @@ class SQLiteStore:
                 " ON CONFLICT (instance, dev, ino, fingerprint) DO UPDATE SET"
                 " byte_offset = max(byte_offset, excluded.byte_offset), path = excluded.path,"
                 " updated_at = excluded.updated_at",
-                [(instance, k.dev, k.ino, k.fingerprint, path, off, now)
+                [(instance, k.dev, k.ino, k.fingerprint, db_path(path), off, now)
                  for k, (path, off) in batch.checkpoints.items()])
             conn.execute("COMMIT")
         except BaseException:

@@ -1,0 +1,91 @@
+"""Rows the database refuses never block the others (the *data* failure class).
+
+The parser never produces a value the schema refuses (test_schema_limits.py), so these tests
+hand the real writer and the real stores events built by hand: values too long for their
+column, and text that cannot be encoded (a file name's undecodable bytes in a user name).
+Every valid row must commit, every poison row must become exactly one reject, and the
+checkpoints must commit with them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+
+import pytest
+
+from lmod_tracker.events import Chunk, FileKey, LoadEvent
+from lmod_tracker.pipeline import END, Stats, Writer
+from lmod_tracker.service import make_store
+from lmod_tracker.config import load_settings
+from tests.support.databases import DbHandle
+
+KEY = FileKey(1, 2, "00112233aabbccdd")
+
+
+def _valid(i: int) -> LoadEvent:
+    return LoadEvent(f"2024-01-01 00:{i // 60000 % 60:02d}:{i // 1000 % 60:02d}.{i % 1000:06d}",
+                     f"u{i % 97}", f"pkg{i % 13}", f"{i % 5}.0", f"node{i % 7}",
+                     f"/m/pkg{i % 13}/{i % 5}.0.lua", None if i % 3 else str(i))
+
+
+def _poison(rng: random.Random, kind: str) -> LoadEvent:
+    t = f"2024-02-01 00:00:00.{rng.randrange(10**6):06d}"
+    if kind == "long-user":
+        return LoadEvent(t, "u" * 300, "gcc", "1", "n", None, None)
+    if kind == "long-version":
+        return LoadEvent(t, "u", "gcc", "9" * 200, "n", None, None)
+    if kind == "long-jobid":
+        return LoadEvent(t, "u", "gcc", "1", "n", None, "7" * 100)
+    return LoadEvent(t, "u\udcff", "gcc", "1", "n", None, None)  # not encodable as UTF-8
+
+
+def _store(db: DbHandle, tmp_path: Path):  # type: ignore[no-untyped-def]
+    env = {k.removeprefix("LMOD_TRACKER_").lower() if k.startswith("LMOD_TRACKER_") else k: v
+           for k, v in db.env.items()}
+    return make_store(load_settings(**env))
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_poison_rows_among_valid_ones(db: DbHandle, tmp_path: Path, seed: int,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    rng = random.Random(seed)
+    kinds = ["long-user", "long-version", "long-jobid", "unencodable"]
+    if db.kind == "sqlite":
+        kinds = ["unencodable"]  # SQLite stores text of any length
+    n_valid, n_poison = 3000, rng.randrange(3, 12)
+    events = [_valid(i) for i in range(n_valid)]
+    poison_at = sorted(rng.sample(range(n_valid + n_poison), n_poison))
+    for at in poison_at:
+        events.insert(at, _poison(rng, rng.choice(kinds)))
+
+    store = _store(db, tmp_path)
+    await store.open()
+    await store.init_schema()
+    queue: asyncio.Queue[Chunk | None] = asyncio.Queue()
+    stats = Stats()
+    writer = Writer(store, "poison", queue, batch_size=5000, batch_timeout=0.05,
+                    retry_initial=0.05, retry_max=0.1, stats=stats)
+    # Two chunks of one file; the checkpoint is the end of the second.
+    half = len(events) // 2
+    await queue.put(Chunk(KEY, "lmod.log", 1000, events[:half], [], 0, 1000, 0.0))
+    await queue.put(Chunk(KEY, "lmod.log", 2000, events[half:], [], 0, 1000, 0.0))
+    await queue.put(END)
+    await asyncio.wait_for(writer.run(), 120)
+    await store.close()
+
+    assert db.scalar("SELECT COUNT(*) FROM module_usage") == n_valid
+    assert db.scalar("SELECT COUNT(*) FROM rejected_line") == n_poison
+    assert stats.events == n_valid and stats.poisoned == n_poison
+    reasons = [r[0] for r in db.rows("SELECT reason FROM rejected_line")]
+    assert all(r.startswith("refused by the database: ") and len(r) <= 255 for r in reasons)
+    assert db.scalar("SELECT byte_offset FROM file_checkpoint WHERE instance = 'poison'") == 2000
+    # The valid rows are the ones written, value for value.
+    stored = sorted((str(r[0]), str(r[1]), str(r[2]), str(r[3])) for r in db.rows(
+        "SELECT u.name, p.name, p.version, m.load_time FROM module_usage m"
+        " JOIN `user` u ON u.id = m.user_id JOIN package p ON p.id = m.package_id"))
+    wanted = sorted((e.user, e.package, e.version, e.load_time)
+                    for e in (_valid(i) for i in range(n_valid)))
+    assert [s[:3] for s in stored] == [w[:3] for w in wanted]
