@@ -1,56 +1,311 @@
 """Reading one file's content: complete lines from an offset, into chunks for the writer.
 
-:class:`LineCutter` decides where the complete lines of a buffer end (and skips over lines too
-long to keep); :class:`Follower` applies it to one open file identity with ``pread``, so the
-position lives in one integer that moves only past whole lines.
+:class:`LineCutter` decides what every byte of a buffer is: part of a complete line for the
+parser, of a line it must not parse (too long, cut short), NUL garbage, or of an unterminated
+last line it holds back. :class:`Follower` applies it to one open file identity with ``pread``, so
+the position lives in one integer that only ever moves past bytes the cutter accounted for.
+The one-shot ``ingest`` path uses the same cutter, so a rule about partial, long or damaged
+lines lives here once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
-from lmod_tracker.events import Chunk, FileKey, Rejected
+from lmod_tracker.events import Chunk, FileKey, LoadEvent, Rejected
 from lmod_tracker.files import Change, classify, read_fingerprint
-from lmod_tracker.parse import Parser
+from lmod_tracker.parse import ParsedBlock, Parser
+
+#: How many leading bytes of a line the cutter keeps in a reject and shows to ``is_ours``
+#: (more than :data:`lmod_tracker.parse.HEADER_BYTES`, so the answer is the whole line's).
+RAW_BYTES = 4096
+#: Reject reasons given by the cutter (the parser gives its own for lines it reads).
+INCOMPLETE = "incomplete last line (no newline)"
+CUT_BY_NUL = "line cut short by NUL bytes"
+
+#: Blocks one :meth:`Follower.read_chunk` call reads at most while it finds nothing to report
+#: (NUL runs, a long line being skipped), so other files get their turn.
+MAX_SILENT_BLOCKS = 64
+
+_NULS = re.compile(rb"\x00+")
+
+
+def _tagged(prefix: bytes) -> bool:
+    """The default ``is_ours``: every line counts as ours (rejected, never counted foreign)."""
+    return True
+
+
+class Cut(NamedTuple):
+    """What :meth:`LineCutter.cut` made of one buffer.
+
+    Every byte of the buffer is in exactly one place::
+
+        sum(len(b) for _, b in lines) + rejected_bytes + foreign_bytes + garbage_bytes
+            == consumed
+        consumed + held_back == len(data)
+
+    (``held_back`` is :attr:`LineCutter.held_back` after the call.)
+    """
+
+    #: Runs of complete lines for the parser: ``(file offset, bytes)``, each ending in a
+    #: newline. Usually one run; more when skipped bytes lie between them.
+    lines: list[tuple[int, bytes]]
+    #: Lines with our tag that the parser must not see: too long, cut short by NULs, or an
+    #: unterminated last line given up for good (``final``).
+    rejects: list[Rejected]
+    #: Lines without our tag skipped here (too long, or cut short by NULs).
+    foreign: int
+    #: How far the caller's position moves.
+    consumed: int
+    rejected_bytes: int
+    foreign_bytes: int
+    #: NUL bytes skipped.
+    garbage_bytes: int
+
+
+class _Out:
+    """Accumulator for the general (slow) path of :meth:`LineCutter.cut`."""
+
+    __slots__ = ("foreign", "foreign_bytes", "garbage", "lines", "rejected_bytes", "rejects")
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[int, bytes]] = []
+        self.rejects: list[Rejected] = []
+        self.foreign = 0
+        self.rejected_bytes = 0
+        self.foreign_bytes = 0
+        self.garbage = 0
 
 
 class LineCutter:
-    """Cuts a byte stream into complete lines, bounding how long a line may grow.
+    """Cuts a byte stream into complete lines; everything else is accounted for, never parsed.
 
-    A line longer than ``max_line`` is rejected once (its first bytes kept) and skipped up to
-    its newline, however long it is, so memory never depends on the input.
+    The caller hands in buffers that continue each other: each one starts where the previous
+    one's consumed bytes ended (held-back bytes are handed in again). What comes out does not
+    depend on where the stream is split into buffers. The rules:
+
+    *A line ends at a newline.* Bytes after the last newline are held back, not consumed,
+    however long the caller waits: a writer may still be in the middle of the line, and a half
+    written ``time=1700000123.0001`` parses as a different, valid time. Only when the caller
+    knows that no writer will ever finish the line (``final``) is it consumed, as a reject
+    (:data:`INCOMPLETE`), never as a line to parse.
+
+    *A line is at most ``max_line`` bytes* (without its newline). A longer one becomes one
+    reject if ``is_ours`` says its first ``raw_bytes`` bytes carry our tag (they are kept in
+    the reject), else one foreign line, and it is skipped to its end whatever its length, so
+    memory never depends on the input. It is decided as soon as ``max_line + 1`` bytes and
+    ``raw_bytes`` bytes of it (or its end) are seen; until then it is held back like any
+    unfinished line.
+
+    *NUL bytes are garbage, and a run of them ends a line.* NULs are what ``copytruncate``
+    leaves when the writer does not append (the writer's next write lands at its old offset,
+    the hole before it reads as NULs) and what a crash leaves when the file size reached the
+    disk before the data did. In both cases the bytes after the NULs are a fresh line from a
+    live writer, and the bytes before them, back to the last newline, are a line that writer
+    never finished. Treating the run as a boundary keeps the fresh line (``NUL*100000 + line``
+    is that line) and never glues the unfinished fragment to it, which would turn two damaged
+    halves into a plausible but wrong event. The fragment is a partial line and partial lines
+    are never data: a reject (:data:`CUT_BY_NUL`) if it carries our tag, else a foreign line.
+    Dropping NULs inside a line instead would splice unrelated bytes together, and rejecting
+    the whole line would lose the valid line that follows the run. The NUL bytes themselves
+    are counted in :attr:`garbage_bytes`, in any number, and never held back.
+
+    Counters: :attr:`garbage_bytes` (NUL bytes skipped so far) and :attr:`held_back` (bytes
+    of the unterminated last line of the latest buffer, less than :attr:`window`).
     """
 
-    def __init__(self, max_line: int) -> None:
+    def __init__(self, max_line: int, is_ours: Callable[[bytes], bool] = _tagged, *,
+                 raw_bytes: int = RAW_BYTES) -> None:
+        if max_line < 1 or raw_bytes < 1:
+            raise ValueError("max_line and raw_bytes must be at least 1")
         self.max_line = max_line
+        self.is_ours = is_ours
+        self.raw_bytes = raw_bytes
+        #: A buffer that starts at a line start and holds this many bytes is always cut into
+        #: something (callers that read in blocks must read at least this much).
+        self.window = max(max_line + 1, raw_bytes)
+        #: Inside a line longer than ``max_line``: bytes are skipped up to its newline or NUL.
         self.skipping = False
+        self._skip_ours = False
+        self.garbage_bytes = 0
+        self.held_back = 0
 
-    def cut(self, data: bytes, offset: int, *, final: bool = False
-            ) -> tuple[bytes, int, int, Rejected | None]:
-        """``data`` starts at file ``offset``. Returns ``(lines, lines_offset, consumed, reject)``.
+    def reset(self) -> None:
+        """Forget the position in the stream (the content restarts); counters stay."""
+        self.skipping = False
+        self._skip_ours = False
+        self.held_back = 0
 
-        ``lines`` are complete lines starting at ``lines_offset``; the caller moves its position
-        by ``consumed``. With ``final`` a last line without newline counts as complete.
+    def cut(self, data: bytes, offset: int, *, final: bool = False) -> Cut:
+        """Cut ``data``, which starts at stream ``offset``; see :class:`Cut` for the result.
+
+        ``final`` says ``data`` runs to the end of a stream no writer will extend (a finished
+        gzip file, a file that left the directory long ago): an unterminated last line is
+        then consumed as a reject instead of held back.
         """
-        skipped = 0
-        if self.skipping:
-            nl = data.find(b"\n")
+        if self.skipping or b"\0" in data:
+            return self._cut_general(data, offset, final)
+        # The hot path: no NULs, at a line start. Check in windows of max_line + 1 bytes that
+        # every complete line fits (about len(data) / max_line rfind calls).
+        n = len(data)
+        limit = self.max_line + 1
+        rfind = data.rfind
+        pos = 0
+        last = n - limit
+        while pos <= last:
+            nl = rfind(b"\n", pos, pos + limit)
             if nl < 0:
-                return b"", offset, len(data), None
+                return self._cut_general(data, offset, final)
+            pos = nl + 1
+        end = rfind(b"\n", pos) + 1 or pos
+        if end < n and final:
+            return self._cut_general(data, offset, final)
+        self.held_back = n - end
+        return Cut([(offset, data[:end])] if end else [], [], 0, end, 0, 0, 0)
+
+    # -- the general path: NULs, long lines, final ---------------------------------------
+
+    def _cut_general(self, data: bytes, offset: int, final: bool) -> Cut:
+        out = _Out()
+        n = len(data)
+        has_nul = b"\0" in data
+        pos = 0
+        if self.skipping:
+            pos = self._skip(data, has_nul, out)
+        while pos < n:
+            stop = data.find(b"\0", pos) if has_nul else -1
+            if stop < 0:
+                has_nul = False
+                stop = n
+            pos = self._region(data, offset, pos, stop, final, out)
+            if pos < stop:
+                break  # an unterminated last line, held back
+            if stop < n:
+                m = _NULS.match(data, stop)
+                assert m is not None
+                out.garbage += m.end() - stop
+                pos = m.end()
+        if final:
             self.skipping = False
-            skipped = nl + 1
-            data = data[skipped:]
-            offset += skipped
-        end = len(data) if final else data.rfind(b"\n") + 1
-        if end == 0:
-            if len(data) > self.max_line:
-                self.skipping = True
-                reject = Rejected(offset, f"line longer than {self.max_line} bytes", data[:4096])
-                return b"", offset, skipped + len(data), reject
-            return b"", offset, skipped, None
-        return data[:end], offset, skipped + end, None
+        self.held_back = n - pos
+        self.garbage_bytes += out.garbage
+        return Cut(out.lines, out.rejects, out.foreign, pos, out.rejected_bytes,
+                   out.foreign_bytes, out.garbage)
+
+    def _skip(self, data: bytes, has_nul: bool, out: _Out) -> int:
+        """Continue skipping a long line: up to and with its newline, or up to a NUL."""
+        end = data.find(b"\n")
+        if end >= 0:
+            end += 1
+        if has_nul:
+            z = data.find(b"\0", 0, end if end >= 0 else len(data))
+            if z >= 0:
+                end = z
+        if end < 0:
+            end = len(data)
+        else:
+            self.skipping = False
+        if self._skip_ours:
+            out.rejected_bytes += end
+        else:
+            out.foreign_bytes += end
+        return end
+
+    def _region(self, data: bytes, offset: int, pos: int, stop: int, final: bool,
+                out: _Out) -> int:
+        """Cut ``data[pos:stop]`` (no NULs; ``pos`` is a line start, ``stop`` a NUL or the end).
+
+        Returns where the consumed bytes end: ``stop``, or the start of a held-back line.
+        """
+        limit = self.max_line + 1
+        run = pos  # start of the current run of complete lines
+        while stop - pos >= limit:
+            nl = data.rfind(b"\n", pos, pos + limit)
+            if nl >= 0:
+                pos = nl + 1
+                continue
+            # A line longer than max_line starts at pos.
+            nl = data.find(b"\n", pos + limit, stop)
+            content_end = stop if nl < 0 else nl
+            if content_end == len(data) and content_end - pos < self.raw_bytes and not final:
+                break  # held back until its first raw_bytes are here
+            if pos > run:
+                out.lines.append((offset + run, data[run:pos]))
+            raw = data[pos:min(content_end, pos + self.raw_bytes)]
+            ours = self.is_ours(raw)
+            if ours:
+                out.rejects.append(
+                    Rejected(offset + pos, f"line longer than {self.max_line} bytes", raw))
+            else:
+                out.foreign += 1
+            end = stop if nl < 0 else nl + 1
+            if nl < 0 and stop == len(data):
+                self.skipping = True  # goes on in the next buffer
+                self._skip_ours = ours
+            if ours:
+                out.rejected_bytes += end - pos
+            else:
+                out.foreign_bytes += end - pos
+            pos = run = end
+        nl = data.rfind(b"\n", pos, stop)
+        if nl >= 0:
+            pos = nl + 1
+        if pos > run:
+            out.lines.append((offset + run, data[run:pos]))
+        if pos == stop:
+            return stop
+        raw = data[pos:min(stop, pos + self.raw_bytes)]
+        if stop < len(data):  # the line ends at a NUL: cut short
+            if self.is_ours(raw):
+                out.rejects.append(Rejected(offset + pos, CUT_BY_NUL, raw))
+                out.rejected_bytes += stop - pos
+            else:
+                out.foreign += 1
+                out.foreign_bytes += stop - pos
+            return stop
+        if final:
+            out.rejects.append(Rejected(offset + pos, INCOMPLETE, raw))
+            out.rejected_bytes += stop - pos
+            return stop
+        return pos
+
+
+def parse_cuts(parser: Parser, cuts: Iterable[Cut]) -> ParsedBlock:
+    """Parse the lines of ``cuts`` and merge in the cutter's rejects and foreign lines.
+
+    Rejects come out in file order.
+    """
+    events: list[LoadEvent] = []
+    rejects: list[Rejected] = []
+    foreign = 0
+    sources = 0
+    for cut in cuts:
+        if cut.rejects:
+            rejects.extend(cut.rejects)
+            sources += 1
+        foreign += cut.foreign
+        for at, block in cut.lines:
+            parsed = parser.parse_block(block, at)
+            if not events:
+                events = parsed.events
+            else:
+                events.extend(parsed.events)
+            if parsed.rejects:
+                rejects.extend(parsed.rejects)
+                sources += 1
+            foreign += parsed.foreign
+    if sources > 1:
+        rejects.sort(key=_offset)
+    return ParsedBlock(events, rejects, foreign)
+
+
+def _offset(reject: Rejected) -> int:
+    return reject.offset
 
 
 class Follower:
@@ -69,14 +324,26 @@ class Follower:
         self.key = key
         self.offset = offset
         self.parser = parser
-        self.block_bytes = block_bytes
-        self.cutter = LineCutter(parser.max_line_bytes)
+        self.cutter = LineCutter(parser.max_line_bytes, parser.is_ours)
+        # A read must hold what the cutter needs to decide about a line, or a line longer than
+        # the block would be held back for ever.
+        self.block_bytes = max(block_bytes, self.cutter.window)
         self.present = True           # matched by the last directory scan
         self.idle_since = time.monotonic()
         self.size = 0
 
     def __repr__(self) -> str:
         return f"Follower({self.path!r}, ino={self.ino}, offset={self.offset})"
+
+    @property
+    def held_back(self) -> int:
+        """Bytes of an unterminated last line waiting for its newline (after the last read)."""
+        return self.cutter.held_back
+
+    @property
+    def garbage_bytes(self) -> int:
+        """NUL bytes skipped in this file so far."""
+        return self.cutter.garbage_bytes
 
     def check(self) -> Change:
         """Look at the file again: truncated or replaced content restarts at offset 0."""
@@ -89,29 +356,45 @@ class Follower:
         change = classify(self.offset, self.size, self.key.fingerprint, fingerprint)
         if change is not Change.NONE:
             self.offset = 0
-            self.cutter = LineCutter(self.parser.max_line_bytes)
+            self.cutter.reset()
             self.key = None if fingerprint is None else FileKey(self.dev, self.ino, fingerprint)
         return change
 
     def read_chunk(self, *, final: bool = False) -> Chunk | None:
-        """The next chunk of complete lines, or None when there is nothing complete to read."""
+        """The next chunk read from the file, or None when no byte could be consumed.
+
+        A chunk ends after the first block that has something to report, unless that block
+        ends inside a line being skipped (then reading goes on to the line's end, so the
+        checkpoint does not fall inside it): most chunks hold one block of lines, a chunk
+        around a long line at most two. A chunk may hold no event at all when it only moves
+        the offset past NULs or a long line (after at most :data:`MAX_SILENT_BLOCKS` blocks).
+        ``final`` gives an unterminated last line up as a reject (see :meth:`LineCutter.cut`).
+        """
         if self.key is None:
             return None
-        while True:
-            data = os.pread(self.fd, self.block_bytes, self.offset)
+        start = self.offset
+        size = self.block_bytes
+        cuts: list[Cut] = []
+        had_lines = False
+        for _ in range(MAX_SILENT_BLOCKS):
+            data = os.pread(self.fd, size, self.offset)
             if not data:
-                return None
-            lines, at, consumed, reject = self.cutter.cut(data, self.offset, final=final)
-            if consumed == 0:
-                return None
-            self.offset += consumed
-            self.idle_since = time.monotonic()
-            if lines or reject is not None:
                 break
-        parsed = self.parser.parse_block(lines, at)
-        rejects = parsed.rejects if reject is None else [reject, *parsed.rejects]
-        return Chunk(self.key, self.path, self.offset, parsed.events, rejects, parsed.foreign,
-                     consumed, time.time())
+            cut = self.cutter.cut(data, self.offset, final=final and len(data) < size)
+            if not cut.consumed:
+                break
+            self.offset += cut.consumed
+            cuts.append(cut)
+            if (cut.lines or cut.rejects or cut.foreign) and (
+                    not self.cutter.skipping or had_lines):
+                break
+            had_lines = had_lines or bool(cut.lines)
+        if self.offset == start:
+            return None
+        self.idle_since = time.monotonic()
+        parsed = parse_cuts(self.parser, cuts)
+        return Chunk(self.key, self.path, self.offset, parsed.events, parsed.rejects,
+                     parsed.foreign, self.offset - start, time.time())
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
