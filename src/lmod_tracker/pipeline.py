@@ -52,6 +52,7 @@ class Stats:
     last_error_kind: Kind | None = None
     degraded: bool = False
     poisoned: int = 0        # valid-looking rows the database refused, kept as rejects
+    garbage_bytes: int = 0   # NUL bytes skipped (holes left by copytruncate or a crash)
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
     #: per file content: (path, committed offset, time of its last committed event)
     files: dict[FileKey, tuple[str, int, str]] = field(default_factory=dict)

@@ -30,7 +30,7 @@ from lmod_tracker.errors import (
 )
 from lmod_tracker.events import Chunk, FileKey
 from lmod_tracker.files import FINGERPRINT_BYTES, fingerprint_of, open_stream, path_text
-from lmod_tracker.follow import LineCutter
+from lmod_tracker.follow import LineCutter, parse_cuts
 from lmod_tracker.notify import Notifier, watchdog_interval
 from lmod_tracker.parse import Parser
 from lmod_tracker.pipeline import END, GaveUp, Stats, Writer, backoff
@@ -388,6 +388,7 @@ class FileReport:
     foreign: int = 0
     rejected: int = 0
     resumed_at: int = 0
+    held_back: int = 0
     error: str = ""
 
 
@@ -427,8 +428,10 @@ def _report_line(r: FileReport) -> str:
     if r.error:
         return f"{r.path}: {r.error}"
     resumed = f" (resumed at byte {r.resumed_at})" if r.resumed_at else ""
+    held = (f"; unterminated last line held back ({r.held_back} bytes)" if r.held_back
+            else "")
     return (f"{r.path}: {r.events} events, {r.duplicates} duplicates skipped, {r.foreign} foreign,"
-            f" {r.rejected} rejected{resumed}")
+            f" {r.rejected} rejected{resumed}{held}")
 
 
 async def _ingest_one(store: Store, settings: Settings, parser: Parser, path: Path,
@@ -465,8 +468,8 @@ async def _ingest_one(store: Store, settings: Settings, parser: Parser, path: Pa
             bar = stack.enter_context(click.progressbar(
                 length=st.st_size, label=path.name, file=sys.stderr))
         try:
-            await _feed(stream, raw, carry, offset, key, str(path), parser, settings, queue,
-                        writer_task, bar)
+            report.held_back = await _feed(stream, raw, carry, offset, key, str(path), parser,
+                                           settings, queue, writer_task, bar)
             await queue.put(END)
             await writer_task
         finally:
@@ -494,32 +497,36 @@ async def _skip(stream: object, head: bytes, offset: int, block: int) -> bytes |
 
 async def _feed(stream: object, raw: object, carry: bytes, pos: int, key: FileKey, path: str,
                 parser: Parser, settings: Settings, queue: asyncio.Queue[Chunk | None],
-                writer_task: asyncio.Task[None], bar: object) -> None:
-    cutter = LineCutter(settings.max_line_bytes)
+                writer_task: asyncio.Task[None], bar: object) -> int:
+    """Cut, parse and queue the rest of ``stream``; the bytes of its unterminated last line
+    left unread (the checkpoint stays before them)."""
+    cutter = LineCutter(parser.max_line_bytes, parser.is_ours)
     read = stream.read  # type: ignore[attr-defined]
     tell = raw.tell  # type: ignore[attr-defined]
+    # A gzip stream is finished: its unterminated last line is given up, as a reject. A plain
+    # file may still be written to: its last line waits for its newline.
+    finished = stream is not raw
     shown = 0
     while True:
         block = await asyncio.to_thread(read, settings.read_block_bytes)
         data = carry + block if carry else block
-        final = not block
-        lines, at, consumed, reject = cutter.cut(data, pos, final=final)
-        carry = data[consumed:]
-        pos += consumed
-        if consumed:
-            parsed = parser.parse_block(lines, at)
-            rejects = parsed.rejects if reject is None else [reject, *parsed.rejects]
-            chunk = Chunk(key, path, pos, parsed.events, rejects, parsed.foreign, consumed,
-                          time.time())
+        end = not block
+        cut = cutter.cut(data, pos, final=end and finished)
+        carry = data[cut.consumed:]
+        pos += cut.consumed
+        if cut.consumed:
+            parsed = parse_cuts(parser, [cut])
+            chunk = Chunk(key, path, pos, parsed.events, parsed.rejects, parsed.foreign,
+                          cut.consumed, time.time())
             put = asyncio.ensure_future(queue.put(chunk))
             await asyncio.wait({put, writer_task}, return_when=asyncio.FIRST_COMPLETED)
             if writer_task.done():
                 put.cancel()
                 writer_task.result()  # raises GaveUp
-                return
+                return cutter.held_back
         if bar is not None:
             now = tell()
             bar.update(now - shown)  # type: ignore[attr-defined]
             shown = now
-        if final:
-            return
+        if end:
+            return cutter.held_back

@@ -103,6 +103,7 @@ class Monitor:
                 "size": f.size,
                 "lag_bytes": max(0, f.size - committed),
                 "last_event_time": last_event or None,
+                "held_back_bytes": f.held_back,
                 "present": f.present,
             })
         return out
@@ -131,7 +132,8 @@ class Monitor:
             "files": self.files(),
             "totals": {"events": s.events, "duplicates": s.duplicates, "foreign": s.foreign,
                        "rejected": s.rejected, "refused": s.poisoned, "batches": s.batches,
-                       "retries": s.retries, "bytes": s.bytes},
+                       "retries": s.retries, "bytes": s.bytes,
+                       "garbage_bytes": s.garbage_bytes},
             "queue": {"depth": self.queue.qsize(), "bound": self.queue.maxsize},
             "events_per_s": {"1m": round(self.rate(60), 2), "5m": round(self.rate(300), 2)},
             "latency_s": {"p50": _percentile(latencies, 0.50),
@@ -168,7 +170,8 @@ class _Collector(Collector):
                           ("refused", "Parsed loads the database refused, kept as rejects"),
                           ("batches", "Transactions committed"),
                           ("retries", "Failed commits retried"),
-                          ("bytes", "Bytes of log read and committed")):
+                          ("bytes", "Bytes of log read and committed"),
+                          ("garbage_bytes", "NUL bytes skipped")):
             yield CounterMetricFamily(f"lmod_tracker_{name}", doc, value=totals[name])
         yield GaugeMetricFamily("lmod_tracker_up", "1 when running, 0 when degraded",
                                 value=1.0 if snap["state"] == "running" else 0.0)

@@ -286,9 +286,11 @@ class Tailer:
             if change is not Change.NONE:
                 log.warning("file content replaced, reading it from the start",
                             file=path_text(follower.path), change=change.value)
+            garbage = follower.garbage_bytes
             chunk = follower.read_chunk()
             if chunk is None and not follower.present and self._expired(follower):
                 chunk = follower.read_chunk(final=True)
+            self.stats.garbage_bytes += follower.garbage_bytes - garbage
             return chunk
         except OSError as exc:
             self.unreadable[follower.path] = f"read failed: {exc.strerror}"

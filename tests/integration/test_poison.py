@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from lmod_tracker.config import load_settings
 from lmod_tracker.events import Chunk, FileKey, LoadEvent
 from lmod_tracker.pipeline import END, Stats, Writer
 from lmod_tracker.service import make_store
-from lmod_tracker.config import load_settings
 from tests.support.databases import DbHandle
 
 KEY = FileKey(1, 2, "00112233aabbccdd")
