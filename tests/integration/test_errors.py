@@ -233,7 +233,8 @@ FOREIGN_SQLITE = {
 }
 FOREIGN_WORDS = re.compile(r"(?i)another application|other application|foreign"
                            r"|not (created|made|managed) by lmod-tracker|not lmod-tracker")
-ELSEWHERE_WORDS = re.compile(r"(?i)(different|another|other|separate|new|empty|own) database")
+ELSEWHERE_WORDS = re.compile(
+    r"(?i)\b(different|another|other|separate|new|empty|own)\b[^.;:]{0,30}\bdatabase")
 
 
 def _schema_snapshot(db: DbHandle) -> dict[str, Any]:
