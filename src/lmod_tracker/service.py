@@ -76,6 +76,7 @@ async def prepare(store: Store, settings: Settings, *, attempts: int | None,
                 await store.init_schema()
                 version = await store.schema_version()
             check_version(version, store.describe())
+            await store.probe()  # the grants the writer needs, before any line is read
             return True
         except PermanentError:
             await store.reset()

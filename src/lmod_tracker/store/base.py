@@ -152,7 +152,7 @@ def db_path(path: str) -> str:
 def foreign_schema_error(where: str, found: list[str]) -> SchemaError:
     return SchemaError(
         f"{where} holds tables of another application ({', '.join(sorted(found))}) and no"
-        " lmod-tracker schema: set DB_NAME to a different (new or empty) database;"
+        " lmod-tracker schema: set DB_NAME to a different database (new or empty);"
         " lmod-tracker never writes into another program's tables")
 
 

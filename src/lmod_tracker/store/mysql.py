@@ -50,6 +50,9 @@ _DIMENSIONS: dict[str, tuple[str, str]] = {
     "modulefile": ("INSERT INTO modulefile (path) VALUES (%s)",
                    "SELECT id, path FROM modulefile WHERE path IN"),
 }
+#: Every table the writer inserts into.
+_WRITTEN = ("`user`", "package", "host", "modulefile", "module_usage", "rejected_line",
+            "file_checkpoint")
 _USAGE_COLUMNS = ("user_id", "package_id", "host_id", "modulefile_id", "jobid", "load_time")
 #: Columns of module_usage that may be NULL (the rest never are).
 _USAGE_NULLABLE = (3, 4)
@@ -249,9 +252,8 @@ class MySQLStore:
             await self._execute("SELECT MAX(version) FROM lmod_tracker_schema")
             # Privileges are checked before a statement runs, so these prove the grants the
             # writer needs without touching a row.
-            await self._execute(
-                "INSERT INTO module_usage (user_id, package_id, host_id, load_time)"
-                " SELECT 0, 0, 0, UTC_TIMESTAMP() FROM DUAL WHERE 1 = 0")
+            for table in _WRITTEN:
+                await self._execute(f"INSERT INTO {table} SELECT * FROM {table} WHERE 1 = 0")
             await self._execute(
                 "UPDATE file_checkpoint SET updated_at = updated_at WHERE 1 = 0")
             await self._rollback()
