@@ -32,15 +32,19 @@ FIELD_LIMITS: dict[str, int] = {
 
 #: The program name must lie within this many bytes from the start of a line.
 HEADER_BYTES = 1024
+#: Longest reject reason, in characters, whatever the input.
+MAX_REASON = 200
+#: Values quoted in a reject reason are cut to this many characters.
+QUOTE_CHARS = 40
 
-_TIME_RX = re.compile(r"(\d{1,12})(?:\.(\d+))?\Z")
+_TIME_RX = re.compile(r"([0-9]{1,12})(?:\.([0-9]+))?\Z")
 #: A whole line as rsyslog writes the usual hook's message (both timestamp styles). Lines that
 #: match take the fast path; every other line with our tag takes the general key=value path,
 #: which gives the same result for lines both accept.
 _FAST_LINE = (
     r"(?:[A-Z][a-z]{{2}} [ \d]\d \d\d:\d\d:\d\d|\d{{4}}-\d\d-\d\dT\S+) \S+ {tag}(?:\[\d+\])?:"
     r" user=(\S+) (?:jobid=(\S+) )?module=(\S+) path=(\S+) host=(\S+)"
-    r" time=(\d{{1,12}})(?:\.(\d{{1,6}}))?\s*\Z")
+    r" time=([0-9]{{1,12}})(?:\.([0-9]{{1,6}}))?\s*\Z")
 _new = tuple.__new__
 #: 9999-12-31 23:59:59 UTC, the last second a DATETIME column can hold.
 _MAX_EPOCH = 253402300799
@@ -49,22 +53,36 @@ _NO_JOB = frozenset(("", "nil", "none", "null"))
 Split = Literal["last", "first"]
 
 
+def quote(value: str) -> str:
+    """``value`` for a reject reason: quoted, and cut to :data:`QUOTE_CHARS` characters."""
+    if len(value) > QUOTE_CHARS:
+        return repr(value[:QUOTE_CHARS]) + "..."
+    return repr(value)
+
+
+def bounded(reason: str) -> str:
+    """``reason`` cut to :data:`MAX_REASON` characters."""
+    if len(reason) <= MAX_REASON:
+        return reason
+    return reason[:MAX_REASON - 3] + "..."
+
+
 def epoch_to_text(value: str, _cache: dict[int, str] = {}) -> str:  # noqa: B006
     """``'1682580177.62218'`` -> ``'2023-04-27 07:22:57.622180'`` (UTC), without floats.
 
-    Digits past the sixth decimal are truncated. Raises ``ValueError`` for anything that is not a
-    non-negative decimal number within the DATETIME range.
+    Digits past the sixth decimal are truncated. Raises ``ValueError`` (with a short message)
+    for anything that is not a non-negative decimal number within the DATETIME range.
     """
     m = _TIME_RX.match(value)
     if m is None:
-        raise ValueError(f"time={value[:40]!r} is not a decimal Unix time")
+        raise ValueError(f"time={quote(value)} is not a decimal Unix time")
     return _utc_text(m.group(1), m.group(2), _cache)
 
 
 def _utc_text(whole: str, frac: str | None, _cache: dict[int, str]) -> str:
     seconds = int(whole)
     if seconds > _MAX_EPOCH:
-        raise ValueError(f"time={whole}.{frac or ''} is beyond year 9999")
+        raise ValueError(f"time={quote(whole + ('.' + frac if frac else ''))} is beyond year 9999")
     frac = (frac or "")[:6].ljust(6, "0")
     minute, second = divmod(seconds, 60)
     prefix = _cache.get(minute)
@@ -137,7 +155,10 @@ class Parser:
         return msg_start, header[-1]
 
     def parse_line(self, line: bytes) -> LoadEvent | str | None:
-        """One line without its newline -> event, rejection reason, or ``None`` if foreign."""
+        """One line without its newline -> event, reject reason, or ``None`` if foreign.
+
+        A reject reason is at most :data:`MAX_REASON` characters long.
+        """
         where = self._locate(line[:HEADER_BYTES])
         if where is None:
             return None
@@ -149,7 +170,8 @@ class Parser:
             syslog_host = host.decode("utf-8")
         except UnicodeDecodeError as exc:
             return f"invalid UTF-8 at byte {exc.start + msg_start}"
-        return self._message(message, syslog_host)
+        result = self._message(message, syslog_host)
+        return bounded(result) if isinstance(result, str) else result
 
     def _message(self, message: str, syslog_host: str) -> LoadEvent | str:
         fields: dict[str, str] = {}

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lmod_tracker.events import LoadEvent
-from lmod_tracker.parse import FIELD_LIMITS, Parser, epoch_to_text
+from lmod_tracker.parse import FIELD_LIMITS, MAX_REASON, Parser, epoch_to_text
 
 TRAD = b"Apr 27 03:22:57 node1 ModuleUsageTracking: "
 ISO = b"2023-04-27T03:22:57.622180-04:00 node1 ModuleUsageTracking: "
@@ -134,3 +134,30 @@ def test_is_ours_agrees_with_parse_line(line: bytes) -> None:
     p = Parser()
     assert p.is_ours(line) == (p.parse_line(line) is not None)
     assert p.is_ours(line[:4096]) == p.is_ours(line)
+
+
+@pytest.mark.parametrize("message", [
+    b"user=a module=b time=999999999999." + b"0" * 250,
+    b"user=a module=b time=" + b"7" * 5000,
+    b"user=a module=b time=" + "\u00e9".encode() * 3000,
+    b"user=" + b"u" * 5000 + b" module=b time=1",
+])
+def test_reject_reasons_stay_short(message: bytes) -> None:
+    result = Parser(max_line_bytes=1 << 20).parse_line(TRAD + message)
+    assert isinstance(result, str)
+    assert len(result) <= MAX_REASON
+
+
+def test_values_in_reasons_are_cut() -> None:
+    result = Parser().parse_line(TRAD + b"user=a module=b time=999999999999." + b"0" * 250)
+    assert result == "time='999999999999.000000000000000000000000000'... is beyond year 9999"
+    result = Parser().parse_line(TRAD + b"user=a module=b time=\xef\xbc\x91")
+    assert result == "time='\uff11' is not a decimal Unix time"  # fullwidth digit: not decimal
+
+
+@given(st.binary(max_size=600))
+def test_any_reason_is_short(message: bytes) -> None:
+    result = Parser().parse_line(TRAD + b"user=a module=b time=" + message)
+    assert result is not None
+    if isinstance(result, str):
+        assert len(result) <= MAX_REASON
