@@ -1,20 +1,47 @@
 """The Lmod tracking line format: pure functions from bytes to records.
 
-A line as rsyslog writes it::
+A line as rsyslog writes it by default::
 
     Apr 27 03:22:57 node1 ModuleUsageTracking: user=u1 module=gcc/5.4.0 path=/m/gcc/5.4.0.lua \
 host=node1.example.org time=1682580177.622180
 
-or with rsyslog's high-precision timestamp (``2023-04-27T03:22:57.622180-04:00 node1 ...``).
-Lines without our tag in the program position are *foreign*; lines with it that cannot be
-turned into a :class:`LoadEvent` are *rejected* with a reason.
+A line is *ours* when its syslog program name (the tag Lmod's hook logs with) stands in the
+program position of the header, whatever the header looks like. Lines that are ours but cannot be
+turned into a :class:`LoadEvent` are *rejected* with a short reason; every other line is
+*foreign*. The program position is found like this:
+
+* **RFC 5424** (rsyslog's ``RSYSLOG_SyslogProtocol23Format``:
+  ``<14>1 2023-04-27T03:22:57.622180-04:00 node1 ModuleUsageTracking - - - user=...``): the line
+  starts with ``[<PRI>]VERSION TIMESTAMP``; the program is APP-NAME, the fourth field. After it
+  come PROCID, MSGID and the structured data (``-`` or ``[id k="v"]...``), then the message.
+* **Everything else** (traditional ``Apr 27 03:22:57``, with a year in front, with fractions of
+  a second as ``journalctl -o short-precise`` writes them, RFC 3339 as in ``RSYSLOG_FileFormat``
+  or ``journalctl -o short-iso``, ``journalctl -o short-full``/``short-unix``/
+  ``short-monotonic``, a ``<PRI>`` in front, a relay's stamp and host in front of the
+  original's, no host at all): the header is a run of *header words* from the start of the line,
+  and the program is the first word that is not one. A header word holds only characters of
+  timestamps, host names and addresses (letters, digits, non-ASCII bytes and ``- . : / % @ + ,
+  _``), has a letter or digit, and does not end in ``:``. The program word is the tag, followed
+  by nothing, ``:`` or ``[pid]`` and an optional ``:``.
+
+So another program's line that quotes our tag in its message stays foreign: its own program word
+(``sshd[812]:``, ``sudo:``) ends the header before our tag is reached. The one thing no syslog
+header can tell apart is a relay host from a program name logged without a colon
+(``relay1 node1 ModuleUsageTracking: ...`` vs. ``node1 myprog ModuleUsageTracking: ...``);
+such a line counts as ours, and is rejected unless its message is a valid load record.
+
+Everything here is linear in the line length and reads only the first :data:`HEADER_BYTES`
+bytes to decide whether a line is ours (at most 12 header words come before the program), so a
+hostile line of any size costs little. The host that counts is the message's ``host=`` key; the
+header word just before the program (when it is a host, not part of a timestamp) is only the
+fallback.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -30,27 +57,77 @@ FIELD_LIMITS: dict[str, int] = {
     "jobid": 64,
 }
 
-#: The program name must lie within this many bytes from the start of a line.
+#: The program name must end within this many bytes from the start of a line. A prefix of a
+#: line longer than this is enough for :meth:`Parser.is_ours`.
 HEADER_BYTES = 1024
 #: Longest reject reason, in characters, whatever the input.
 MAX_REASON = 200
 #: Values quoted in a reject reason are cut to this many characters.
 QUOTE_CHARS = 40
 
+#: At most this many header words (timestamp parts, hosts) come before the program name.
+_MAX_HEADER_WORDS = 12
+
 _TIME_RX = re.compile(r"([0-9]{1,12})(?:\.([0-9]+))?\Z")
-#: A whole line as rsyslog writes the usual hook's message (both timestamp styles). Lines that
-#: match take the fast path; every other line with our tag takes the general key=value path,
-#: which gives the same result for lines both accept.
+#: A whole line as rsyslog writes the usual hook's message (traditional or RFC 3339 stamp, one
+#: host, the tag with or without a pid). Lines that match take the fast path; every other line
+#: takes the general path, which gives the same result for every line both accept (its header
+#: rules accept everything this pattern does).
 _FAST_LINE = (
-    r"(?:[A-Z][a-z]{{2}} [ \d]\d \d\d:\d\d:\d\d|\d{{4}}-\d\d-\d\dT\S+) \S+ {tag}(?:\[\d+\])?:"
+    r"(?:[A-Z][a-z]{{2}} [ 0-9][0-9] [0-9]{{2}}:[0-9]{{2}}:[0-9]{{2}}"
+    r"|[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}T[0-9:.+Z-]{{0,24}}(?<!:))"
+    r" [A-Za-z0-9][A-Za-z0-9_./%@+,-]{{0,254}} (?:{tags})(?:\[[0-9]{{1,10}}\])?:"
     r" user=(\S+) (?:jobid=(\S+) )?module=(\S+) path=(\S+) host=(\S+)"
     r" time=([0-9]{{1,12}})(?:\.([0-9]{{1,6}}))?\s*\Z")
+
+#: The usual header (a traditional or RFC 3339 stamp, one host, the program word), found with one
+#: match; it finds the program word where the word-by-word scan would (``Parser`` checks the
+#: rest: that the host word is not itself our tag, and that no tag looks like a stamp word).
+_QUICK_HEAD = (
+    rb"(?:<[0-9]{1,3}>)?(?:[A-Z][a-z]{2} [ 0-9]?[0-9] [0-9]{2}:[0-9]{2}:[0-9]{2}"
+    rb"(?:\.[0-9]{1,9})?|[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.+Z-]*[0-9Z])"
+    rb" +([A-Za-z0-9][-\w./%@+,]*) +(?:<tags>)(?:\[[^\]\s]*\])?:?(?=\s|\Z)")
+#: Tags that could be mistaken for a word of the stamps above (no quick header for them).
+_STAMPISH_TAG = re.compile(r"[A-Z][a-z]{2}|[0-9]+|[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}")
+#: The fast pattern's header (stamp, host, pid) is at most this long, so its program word ends
+#: within HEADER_BYTES for tags up to _FAST_TAG_BYTES bytes (longer tags: no fast path).
+_FAST_TAG_BYTES = HEADER_BYTES - 320
+_NEVER = re.compile(r"(?!)")
+#: One header word (and the white space before it).
+_WORD = re.compile(rb"\s*(\S+)")
+#: A header word: characters of stamps, hosts and addresses, at least one letter or digit.
+_HEADER_WORD = re.compile(rb"[-.:/%@+,_]*[A-Za-z0-9\x80-\xff][-\w.:/%@+,\x80-\xff]*")
+#: A header word with a colon: a time, an RFC 3339 stamp, a UTC offset or an IPv6 address (not
+#: ``prog:text``, a program word glued to its message).
+_COLON_WORD = re.compile(
+    rb"[0-9A-Fa-f]*:[0-9A-Fa-f:.]*(?:%[-\w.]+)?|[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.,+Z-]*"
+    rb"|[+-]?[0-9][0-9:.,]*")
+#: A header word that is part of a timestamp, so not the host before the program name.
+_TIME_WORD = re.compile(
+    rb"(?:[0-9]+(?:[.,][0-9]+)?|[0-9]{4}-[0-9]{2}-[0-9]{2}(?:T\S*)?"
+    rb"|[0-9]{1,2}:[0-9]{2}(?::[0-9]{2})?(?:[.,][0-9]+)?|[A-Z][a-z]{2}|[A-Z]{1,5}"
+    rb"|[+-][0-9]{2}:?[0-9]{2})")
+_PRI = re.compile(rb"<[0-9]{1,3}>")
+#: ``journalctl -o short-monotonic`` / ``short-delta`` stamps: ``[  123.456789]``.
+_MONOTONIC = re.compile(rb"\[[ 0-9.<>]{1,48}\]")
+#: RFC 5424 up to APP-NAME: ``[<PRI>]VERSION SP TIMESTAMP SP HOSTNAME SP APP-NAME``.
+_RFC5424 = re.compile(rb"(?:<[0-9]{1,3}>)?[1-9][0-9]{0,2} (?:[0-9]{4}-[0-9]{2}-[0-9]{2}T\S*|-)"
+                      rb" (\S+) (\S+)")
+#: RFC 5424 after APP-NAME: `` PROCID MSGID `` (structured data follows).
+_RFC5424_IDS = re.compile(rb" \S+ \S+ ")
+#: RFC 5424 structured data: one or more ``[id name="value" ...]`` (values may escape ``\\"``).
+_SD = re.compile(rb'(?:\[[^\s\]"=]+(?: [^\s\]"=]+="(?:[^"\\]|\\.)*")*\])+')
+_BOM = "\ufeff"
+
 _new = tuple.__new__
 #: 9999-12-31 23:59:59 UTC, the last second a DATETIME column can hold.
 _MAX_EPOCH = 253402300799
 _NO_JOB = frozenset(("", "nil", "none", "null"))
 
 Split = Literal["last", "first"]
+#: Where a line of ours has its message: (start of what follows the program name, the syslog
+#: host or ``None``, whether RFC 5424 fields still stand between the two).
+_Where = tuple[int, bytes | None, bool]
 
 
 def quote(value: str) -> str:
@@ -94,6 +171,52 @@ def _utc_text(whole: str, frac: str | None, _cache: dict[int, str]) -> str:
     return f"{prefix}{second:02d}.{frac}"
 
 
+def _after_program(word: bytes, name_len: int, start: int) -> int:
+    """Where the message starts after the program word ``word`` (at ``start``) of a line.
+
+    The word is the tag (``name_len`` bytes), then nothing, ``:`` or ``[pid]`` and an optional
+    ``:``; anything glued on after that already belongs to the message.
+    """
+    if name_len == len(word):
+        return start + name_len
+    if word[name_len] == 0x3A:  # ':'
+        return start + name_len + 1
+    close = word.find(b"]", name_len)
+    if close < 0:
+        return start + len(word)
+    end = close + 1
+    if word[end:end + 1] == b":":
+        end += 1
+    return start + end
+
+
+def _fallback_host(word: bytes | None) -> bytes | None:
+    """The header word before the program as the syslog host, unless it is part of a stamp."""
+    if word is None or _TIME_WORD.fullmatch(word) is not None:
+        return None
+    return word
+
+
+def _rfc5424_message(line: bytes, pos: int) -> int | str:
+    """Where the message starts in an RFC 5424 line whose APP-NAME ends at ``pos``."""
+    ids = _RFC5424_IDS.match(line, pos)
+    if ids is None:
+        return "RFC 5424 header ends before its structured data"
+    pos = ids.end()
+    if line[pos:pos + 1] == b"-":
+        pos += 1
+    else:
+        sd = _SD.match(line, pos)
+        if sd is None:
+            return "malformed RFC 5424 structured data"
+        pos = sd.end()
+    if pos == len(line):
+        return pos
+    if line[pos] != 0x20:
+        return "malformed RFC 5424 structured data"
+    return pos + 1
+
+
 @dataclass(frozen=True, slots=True)
 class ParsedBlock:
     """The outcome of parsing a block of complete lines."""
@@ -107,73 +230,120 @@ class Parser:
     """Parses Lmod tracking lines for one syslog tag.
 
     ``split`` says where ``module=`` splits into package and version: at the ``last`` slash
-    (``bio/samtools/1.9`` -> ``bio/samtools`` + ``1.9``) or the ``first`` one.
+    (``bio/samtools/1.9`` -> ``bio/samtools`` + ``1.9``) or the ``first`` one. Lines longer than
+    ``max_line_bytes`` are rejected.
     """
 
     def __init__(self, tag: str = "ModuleUsageTracking", split: Split = "last",
                  max_line_bytes: int = 8192) -> None:
-        if not tag or any(c.isspace() for c in tag) or ":" in tag:
-            raise ValueError("the syslog tag must be a non-empty word without spaces or ':'")
+        if not tag or any(c.isspace() for c in tag) or any(c in tag for c in ":[]"):
+            raise ValueError(
+                "the syslog tag must be a non-empty word without spaces, ':', '[' or ']'")
         self.tag = tag
         self.split = split
         self.max_line_bytes = max_line_bytes
         self._tag_b = tag.encode()
-        self._needle = b" " + self._tag_b
+        self._tag_set = frozenset((self._tag_b,))
         self._minutes: dict[int, str] = {}
         self._seconds: dict[str, str] = {}
-        self._fast = re.compile(_FAST_LINE.format(tag=re.escape(tag)))
+        self._fast = re.compile(_FAST_LINE.format(tags=re.escape(tag)))
+        if len(self._tag_b) > _FAST_TAG_BYTES:
+            self._fast = _NEVER
+        self._quick: Callable[[bytes, int, int], re.Match[bytes] | None] | None = None
+        if not _STAMPISH_TAG.fullmatch(tag):
+            self._quick = re.compile(
+                _QUICK_HEAD.replace(b"<tags>", re.escape(tag).encode())).match
 
     def is_ours(self, line: bytes) -> bool:
         """Whether ``line`` carries our tag in the program position (the header alone decides).
 
-        Cheap, and it reads at most the first :data:`HEADER_BYTES` bytes, so a prefix of a huge
-        line gives the same answer as the whole line: a line cutter uses it to count a line too
-        long to parse as rejected (ours) or foreign. ``parse_line`` returns ``None`` exactly
-        when this is false.
+        Cheap, and it reads at most the first :data:`HEADER_BYTES` bytes: any prefix longer
+        than that gives the same answer as the whole line, so a line cutter can ask about a line
+        too long to parse (rejected if ours, else foreign). ``parse_line`` returns ``None``
+        exactly when this is false.
         """
-        return self._locate(line[:HEADER_BYTES]) is not None
+        return self._locate(line) is not None
 
-    def _locate(self, line: bytes) -> tuple[int, bytes] | None:
-        """Where the message starts and the syslog host, or ``None`` if the line is foreign."""
-        i = line.find(self._needle)
-        if i < 0:
-            return None
-        j = i + len(self._needle)
-        rest = line[j:j + 1]
-        if rest == b"[":
-            close = line.find(b"]:", j)
-            if close < 0:
+    def _locate(self, line: bytes) -> _Where | None:
+        """Where the message of a line of ours starts (see the module docs), else ``None``."""
+        cut = len(line) > HEADER_BYTES  # then a word running up to HEADER_BYTES is incomplete
+        tags = self._tag_set
+        if self._quick is not None:
+            q = self._quick(line, 0, HEADER_BYTES)
+            if q is not None and not (cut and q.end() == HEADER_BYTES):
+                host = q.group(1)
+                if host not in tags:
+                    return q.end(), _fallback_host(host), False
+        head = line[:HEADER_BYTES]
+        m = _RFC5424.match(head)
+        if m is not None:
+            app = m.group(2)
+            if app in tags and not (cut and m.end() == len(head)):
+                host = m.group(1)
+                return m.end(), (None if host == b"-" else host), True
+            if app.partition(b":")[0].partition(b"[")[0] not in tags:
+                return None  # another program's (or, cut at HEADER_BYTES, an unknown one's)
+            # Our tag with ":" or "[": not an APP-NAME, so not RFC 5424 after all.
+        pos = 0
+        if head[:1] == b"<":
+            pri = _PRI.match(head)
+            pos = 0 if pri is None else pri.end()
+        if head[pos:pos + 1] == b"[":
+            mono = _MONOTONIC.match(head, pos)
+            if mono is None:
                 return None
-            msg_start = close + 2
-        elif rest == b":":
-            msg_start = j + 1
-        else:
-            return None
-        header = line[:i].split()
-        if len(header) not in (2, 4):  # ISO stamp + host, or "Mon dd hh:mm:ss" + host
-            return None
-        return msg_start, header[-1]
+            pos = mono.end()
+        elif head[pos:pos + 1].isspace():
+            return None  # a continuation line, never a header
+        prev: bytes | None = None
+        for _ in range(_MAX_HEADER_WORDS + 1):
+            w = _WORD.match(head, pos)
+            if w is None:
+                return None
+            word = w.group(1)
+            start = w.start(1)
+            whole = not cut or w.end() < len(head)  # else the word may go on past the header
+            if word[:1] == b"<":
+                pri = _PRI.match(word)
+                if pri is not None:
+                    start += pri.end()
+                    word = word[pri.end():]
+            name = word.partition(b":")[0].partition(b"[")[0]
+            if name in tags and (whole or len(name) < len(word)):
+                return _after_program(word, len(name), start), _fallback_host(prev), False
+            if (not whole or word[-1:] == b":" or _HEADER_WORD.fullmatch(word) is None
+                    or (b":" in word and _COLON_WORD.fullmatch(word) is None)):
+                return None
+            prev = word
+            pos = w.end()
+        return None
 
     def parse_line(self, line: bytes) -> LoadEvent | str | None:
         """One line without its newline -> event, reject reason, or ``None`` if foreign.
 
         A reject reason is at most :data:`MAX_REASON` characters long.
         """
-        where = self._locate(line[:HEADER_BYTES])
+        where = self._locate(line)
         if where is None:
             return None
-        msg_start, host = where
         if len(line) > self.max_line_bytes:
             return f"line longer than {self.max_line_bytes} bytes"
+        start, syslog_host, rfc5424 = where
+        if rfc5424:
+            found = _rfc5424_message(line, start)
+            if isinstance(found, str):
+                return found
+            start = found
         try:
-            message = line[msg_start:].decode("utf-8")
-            syslog_host = host.decode("utf-8")
+            message = line[start:].decode("utf-8")
         except UnicodeDecodeError as exc:
-            return f"invalid UTF-8 at byte {exc.start + msg_start}"
+            return f"invalid UTF-8 at byte {exc.start + start}"
+        if rfc5424 and message.startswith(_BOM):
+            message = message[1:]
         result = self._message(message, syslog_host)
         return bounded(result) if isinstance(result, str) else result
 
-    def _message(self, message: str, syslog_host: str) -> LoadEvent | str:
+    def _message(self, message: str, syslog_host: bytes | None) -> LoadEvent | str:
         fields: dict[str, str] = {}
         for token in message.split():
             key, sep, value = token.partition("=")
@@ -198,14 +368,23 @@ class Parser:
                 package, version = version, ""
         else:
             package, _, version = module.partition("/")
-        host = fields.get("host") or syslog_host
+        host = fields.get("host")
+        if not host:
+            if syslog_host is None:
+                return "missing host= (and no syslog host in the header)"
+            try:
+                host = syslog_host.decode("utf-8")
+            except UnicodeDecodeError:
+                return "missing host= (and the syslog host is not UTF-8)"
         path = fields.get("path") or None
         jobid: str | None = fields.get("jobid")
         if jobid is not None and jobid.lower() in _NO_JOB:
             jobid = None
-        for name, value in (("user", user), ("package", package), ("version", version),
-                            ("host", host), ("path", path), ("jobid", jobid)):
-            if value is not None and len(value) > FIELD_LIMITS[name]:
+        checks: tuple[tuple[str, str | None], ...] = (
+            ("user", user), ("package", package), ("version", version), ("host", host),
+            ("path", path), ("jobid", jobid))
+        for name, text in checks:
+            if text is not None and len(text) > FIELD_LIMITS[name]:
                 return f"{name} longer than {FIELD_LIMITS[name]} characters"
         return LoadEvent(load_time, user, package, version, host, path, jobid)
 
@@ -224,6 +403,7 @@ class Parser:
         """Parse complete lines (``block`` ends with a newline, or is one final line).
 
         ``base_offset`` is the file offset of ``block[0]``; rejects carry their own offsets.
+        Every line is counted once: as an event, a reject or a foreign line.
         """
         out = ParsedBlock()
         events = out.events
@@ -234,6 +414,7 @@ class Parser:
         fast = self._fast.match
         seconds = self._seconds
         last = self.split == "last"
+        max_line = self.max_line_bytes
         pos = base_offset
         for line in _lines(block):
             n = len(line) + 1
@@ -242,7 +423,7 @@ class Parser:
                 pos += n
                 continue
             m = None
-            if n <= self.max_line_bytes:
+            if n <= max_line:
                 try:  # noqa: SIM105 - a with-block costs more on this hot path
                     m = fast(line.decode())
                 except UnicodeDecodeError:
