@@ -155,6 +155,47 @@ def test_wrong_schema_version_is_permanent(db: DbHandle, tmp_path: Path) -> None
     assert db.scalar(COUNT) == 0
 
 
+# ---------------------------------------------------------------------------- A: exit 1 and 2
+
+
+def test_unreadable_file_exits_1(db: DbHandle, tmp_path: Path) -> None:
+    """ingest reads what it can, reports the rest and exits 1."""
+    good = tmp_path / "lmod.log-1"
+    expected = write_log(good, 500, seed=145)
+    missing = tmp_path / "lmod.log-missing"
+    corrupt = tmp_path / "lmod.log-2.gz"
+    corrupt.write_bytes(b"\x1f\x8b\x08\x00" + b"not really gzip" * 100)
+    out = run_tracker(db.env, "ingest", str(good), str(missing), str(corrupt), timeout=60)
+    assert not out.timed_out and out.returncode == 1, out.explain()
+    assert "Traceback" not in out.output, out.explain()
+    assert missing.name in out.output and corrupt.name in out.output, out.explain()
+    assert db.scalar(COUNT) == expected.valid
+
+
+def test_unreachable_database_exits_1(mysql_db: DbHandle, tmp_path: Path) -> None:
+    """Nothing listens where the database should be: a runtime failure (1), not a refusal."""
+    _, log = _log(tmp_path)
+    server = _server(mysql_db)
+    with FaultProxy(server.host, server.port) as proxy:
+        proxy.cut()
+        env = _proxied(mysql_db, proxy, LMOD_TRACKER_RETRY_INITIAL="0.1",
+                       LMOD_TRACKER_RETRY_MAX="0.5", LMOD_TRACKER_DB_TIMEOUT="5")
+        started = {"ingest": Tracker(env, "ingest", str(log)),
+                   "db init": Tracker(env, "db", "init")}
+        results = {name: t.wait_from_start(60) for name, t in started.items()}
+    problems = [f"[{name}] expected exit 1\n{out.explain()}" for name, out in results.items()
+                if out.timed_out or out.returncode != 1 or "Traceback" in out.output]
+    assert not problems, "\n\n".join(problems)
+
+
+@pytest.mark.parametrize("args", [("run", "--no-such-option"), ("ingest",), ("frobnicate",)],
+                         ids=["unknown-option", "missing-argument", "unknown-command"])
+def test_usage_errors_exit_2(sqlite_db: DbHandle, args: tuple[str, ...]) -> None:
+    out = run_tracker(sqlite_db.env, *args, timeout=30)
+    assert not out.timed_out and out.returncode == 2, out.explain()
+    assert "Traceback" not in out.output and out.stderr.strip(), out.explain()
+
+
 # ---------------------------------------------------------------------------- G: foreign schema
 
 # Tables with our names made by another application, modelled on the lmod_tracking project
