@@ -24,7 +24,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from lmod_tracker import logs
+from lmod_tracker import faults, logs
 from lmod_tracker.errors import DataError, Kind, PermanentError, StoreError
 from lmod_tracker.events import Chunk, FileKey, LoadEvent, Rejected
 from lmod_tracker.files import path_text
@@ -164,6 +164,7 @@ class Writer:
         try:
             try:
                 result = await self._commit_retrying(batch, prepared)
+                faults.point("commit")
                 poisoned: list[tuple[FileKey, str, Rejected]] = []
             except DataError as exc:
                 result, poisoned = await self._isolate(batch, exc)

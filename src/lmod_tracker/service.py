@@ -19,7 +19,7 @@ from pathlib import Path
 
 import click
 
-from lmod_tracker import logs
+from lmod_tracker import faults, logs
 from lmod_tracker.config import ConfigError, Settings
 from lmod_tracker.errors import (
     EXIT_FAILURE,
@@ -189,6 +189,7 @@ async def run_daemon(settings: Settings, *, once: bool = False,
             await asyncio.gather(reader_task, supervisor)
         # --once commits everything unless a signal comes; a signal (now or while draining)
         # leaves the grace period.
+        faults.point("drain")
         drained = await _drain(queue, writer_task, stop, live.settings.shutdown_grace,
                                patient=once)
         stop_task.cancel()

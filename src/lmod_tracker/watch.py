@@ -20,7 +20,7 @@ from typing import Any
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from lmod_tracker import logs
+from lmod_tracker import faults, logs
 from lmod_tracker.events import Chunk, FileKey
 from lmod_tracker.files import Change, path_text, read_fingerprint, start_offset
 from lmod_tracker.follow import Follower
@@ -219,6 +219,7 @@ class Tailer:
                 self._pending = True
                 return
             key = FileKey(st.st_dev, st.st_ino, fingerprint)
+            faults.point("lookup")
             checkpoint = await self.store.checkpoint(self.instance, key)
         except StoreError as exc:
             os.close(fd)
@@ -272,6 +273,7 @@ class Tailer:
                     chunk = await asyncio.to_thread(self._next_chunk, follower)
                     if chunk is None:
                         break
+                    faults.point("read")
                     await self.queue.put(chunk)
                     progress = True
                     if stop.is_set():

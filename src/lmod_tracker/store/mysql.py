@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import asyncmy  # type: ignore[import-untyped]
 
+from lmod_tracker import faults
 from lmod_tracker.errors import TransientError, classify_mysql
 from lmod_tracker.events import FileKey
 from lmod_tracker.store.base import (
@@ -322,6 +323,7 @@ class MySQLStore:
                 existing = set(await self._existing(list(times)))
                 rows = [r for r in rows if (r[5], r[2], r[0], r[1]) not in existing]
         inserted = await self._executemany(*_usage_statement(rows))
+        faults.point("insert")
 
         now = utc_now_text()
         rejected = await self._insert_rejects(instance, batch, now)

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from lmod_tracker import faults
 from lmod_tracker.errors import StoreError, classify_sqlite
 from lmod_tracker.events import FileKey
 from lmod_tracker.store.base import (
@@ -190,6 +191,7 @@ class SQLiteStore:
                 [(instance, db_path(path), key.fingerprint, r.offset, cut(r.reason, "reason"),
                   r.raw[:4096], now) for key, path, r in batch.rejects])
             rejected = conn.total_changes - before
+            faults.point("insert")
             conn.executemany(
                 "INSERT INTO file_checkpoint (instance, dev, ino, fingerprint, path, byte_offset,"
                 " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
