@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -171,6 +171,18 @@ def _utc_text(whole: str, frac: str | None, _cache: dict[int, str]) -> str:
     return f"{prefix}{second:02d}.{frac}"
 
 
+def _tags(tag: str | Sequence[str]) -> tuple[str, ...]:
+    tags = (tag,) if isinstance(tag, str) else tuple(dict.fromkeys(tag))
+    if not tags:
+        raise ValueError("at least one syslog tag is needed")
+    for t in tags:
+        if (not isinstance(t, str) or not t or any(c.isspace() for c in t)
+                or any(c in t for c in ":[]")):
+            raise ValueError(
+                f"syslog tag {t!r}: must be a non-empty word without spaces, ':', '[' or ']'")
+    return tags
+
+
 def _after_program(word: bytes, name_len: int, start: int) -> int:
     """Where the message starts after the program word ``word`` (at ``start``) of a line.
 
@@ -227,32 +239,33 @@ class ParsedBlock:
 
 
 class Parser:
-    """Parses Lmod tracking lines for one syslog tag.
+    """Parses Lmod tracking lines logged under one syslog tag or several.
 
-    ``split`` says where ``module=`` splits into package and version: at the ``last`` slash
-    (``bio/samtools/1.9`` -> ``bio/samtools`` + ``1.9``) or the ``first`` one. Lines longer than
-    ``max_line_bytes`` are rejected.
+    ``tag`` is one tag or a sequence of them (a site that renamed its tag keeps old files with
+    the old one). ``split`` says where ``module=`` splits into package and version: at the
+    ``last`` slash (``bio/samtools/1.9`` -> ``bio/samtools`` + ``1.9``) or the ``first`` one.
+    Lines longer than ``max_line_bytes`` are rejected.
     """
 
-    def __init__(self, tag: str = "ModuleUsageTracking", split: Split = "last",
+    def __init__(self, tag: str | Sequence[str] = "ModuleUsageTracking", split: Split = "last",
                  max_line_bytes: int = 8192) -> None:
-        if not tag or any(c.isspace() for c in tag) or any(c in tag for c in ":[]"):
-            raise ValueError(
-                "the syslog tag must be a non-empty word without spaces, ':', '[' or ']'")
-        self.tag = tag
+        self.tags = _tags(tag)
+        #: The first (current) tag.
+        self.tag = self.tags[0]
         self.split = split
         self.max_line_bytes = max_line_bytes
-        self._tag_b = tag.encode()
-        self._tag_set = frozenset((self._tag_b,))
+        self._tag_bytes = tuple(t.encode() for t in self.tags)
+        self._tag_set = frozenset(self._tag_bytes)
         self._minutes: dict[int, str] = {}
         self._seconds: dict[str, str] = {}
-        self._fast = re.compile(_FAST_LINE.format(tags=re.escape(tag)))
-        if len(self._tag_b) > _FAST_TAG_BYTES:
+        alternatives = "|".join(re.escape(t) for t in self.tags)
+        self._fast = re.compile(_FAST_LINE.format(tags=alternatives))
+        if max(map(len, self._tag_bytes)) > _FAST_TAG_BYTES:
             self._fast = _NEVER
         self._quick: Callable[[bytes, int, int], re.Match[bytes] | None] | None = None
-        if not _STAMPISH_TAG.fullmatch(tag):
+        if not any(_STAMPISH_TAG.fullmatch(t) for t in self.tags):
             self._quick = re.compile(
-                _QUICK_HEAD.replace(b"<tags>", re.escape(tag).encode())).match
+                _QUICK_HEAD.replace(b"<tags>", alternatives.encode())).match
 
     def is_ours(self, line: bytes) -> bool:
         """Whether ``line`` carries our tag in the program position (the header alone decides).
@@ -409,7 +422,8 @@ class Parser:
         events = out.events
         rejects = out.rejects
         foreign = 0
-        needle = self._tag_b
+        needle = self._tag_bytes[0]
+        more_tags = self._tag_bytes[1:]
         parse = self.parse_line
         fast = self._fast.match
         seconds = self._seconds
@@ -418,7 +432,7 @@ class Parser:
         pos = base_offset
         for line in _lines(block):
             n = len(line) + 1
-            if needle not in line:
+            if needle not in line and not (more_tags and _has_any(line, more_tags)):
                 foreign += 1
                 pos += n
                 continue
@@ -458,6 +472,10 @@ class Parser:
                 events.append(result)  # type: ignore[arg-type]
             pos += n
         return ParsedBlock(events, rejects, foreign)
+
+
+def _has_any(line: bytes, tags: tuple[bytes, ...]) -> bool:
+    return any(t in line for t in tags)
 
 
 def _lines(block: bytes) -> Iterator[bytes]:

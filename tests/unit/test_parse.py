@@ -161,3 +161,26 @@ def test_any_reason_is_short(message: bytes) -> None:
     assert result is not None
     if isinstance(result, str):
         assert len(result) <= MAX_REASON
+
+
+def test_several_tags_at_once() -> None:
+    p = Parser(["ModuleUsageTracking", "lmod"])
+    assert (p.tag, p.tags) == ("ModuleUsageTracking", ("ModuleUsageTracking", "lmod"))
+    old = b"Apr 27 03:22:57 node1 lmod[7]: " + MSG
+    assert p.parse_line(TRAD + MSG) == p.parse_line(old) == EXPECTED
+    foreign = b"Apr 27 03:22:57 n1 cron: lmod x"
+    out = p.parse_block(b"\n".join([TRAD + MSG, old, foreign]) + b"\n", 0)
+    assert (out.events, out.rejects, out.foreign) == ([EXPECTED, EXPECTED], [], 1)
+    assert Parser(("lmod",)).parse_line(TRAD + MSG) is None
+
+
+def test_tag_positional_and_keyword_signature() -> None:
+    p = Parser("lmod", "first", 300)
+    assert (p.tags, p.split, p.max_line_bytes) == (("lmod",), "first", 300)
+    assert Parser(tag=["a", "b", "a"]).tags == ("a", "b")
+
+
+@pytest.mark.parametrize("tag", ["", "a b", "a:", "a[1]", [], ["ok", ""]])
+def test_bad_tags(tag: str | list[str]) -> None:
+    with pytest.raises(ValueError, match="tag"):
+        Parser(tag)
