@@ -517,7 +517,7 @@ def test_password_never_shown(mysql_db: DbHandle, tmp_path: Path) -> None:
 
         env = {**account.env(mysql_db.name), "DB_HOST": "127.0.0.1",
                "DB_PORT": str(proxy.port), "LMOD_TRACKER_DB_TIMEOUT": "5",
-               "LMOD_TRACKER_RETRY_MAX": "1"}
+               "LMOD_TRACKER_RETRY_MAX": "1", "LMOD_TRACKER_SHUTDOWN_GRACE": str(GRACE_S)}
         with Daemon(env, log_dir, tmp_path / "daemon.log") as daemon:
             wait_until(lambda: healthz(daemon.env) == 200 and _count(mysql_db) > 0, 30,
                        "ready and committed", on_timeout=daemon.log_text)
