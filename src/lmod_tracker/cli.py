@@ -18,7 +18,7 @@ import click
 from lmod_tracker import __version__, logs
 from lmod_tracker.config import ConfigError, Settings, load_settings
 from lmod_tracker.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_PERMANENT, PermanentError
-from lmod_tracker.store.base import SCHEMA_VERSION, StoreError
+from lmod_tracker.store.base import SCHEMA_VERSION, StoreError, check_version
 
 
 def _settings(ctx: click.Context, **overrides: Any) -> Settings:
@@ -128,9 +128,11 @@ def check_config(ctx: click.Context) -> None:
             click.echo(f"database: {store.describe()} reachable, no schema yet"
                        " (run `lmod-tracker db init`)")
         elif version != SCHEMA_VERSION:
-            click.echo(f"database: {store.describe()} has schema version {version},"
-                       f" this version needs {SCHEMA_VERSION}")
-            return 1
+            try:
+                check_version(version, store.describe())
+            except PermanentError as exc:
+                click.echo(f"database: {exc}")
+            return EXIT_PERMANENT
         else:
             click.echo(f"database: {store.describe()} reachable, schema version {version}")
         return 0
@@ -182,6 +184,35 @@ def db_init(ctx: click.Context) -> None:
         return 0
 
     sys.exit(_run(init()))
+
+
+@db.command("upgrade")
+@click.pass_context
+def db_upgrade(ctx: click.Context) -> None:
+    """Move an older lmod-tracker schema to this version, in place, keeping the data."""
+    settings = _settings(ctx)
+
+    async def upgrade() -> int:
+        from lmod_tracker.service import make_store
+
+        store = make_store(settings)
+        try:
+            await store.open()
+            found = await store.schema_version()
+            if found is None or found > SCHEMA_VERSION:
+                check_version(found, store.describe())  # raises, saying what to do
+            applied = await store.upgrade()
+            check_version(await store.schema_version(), store.describe())
+        finally:
+            await store.close()
+        if applied:
+            click.echo(f"schema upgraded from version {found} to {SCHEMA_VERSION} in"
+                       f" {store.describe()}")
+        else:
+            click.echo(f"schema version {SCHEMA_VERSION} in {store.describe()} is current")
+        return 0
+
+    sys.exit(_run(upgrade()))
 
 
 if __name__ == "__main__":  # pragma: no cover

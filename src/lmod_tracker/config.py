@@ -34,6 +34,7 @@ from pydantic_settings import (
 
 _CONFIG_FILE: ContextVar[Path | None] = ContextVar("lmod_tracker_config_file", default=None)
 _SECRET_FIELDS = frozenset({"db_pass"})
+_TAG = re.compile(r"[^\s:\[\]]+\Z")
 
 
 class ConfigError(Exception):
@@ -101,7 +102,10 @@ class Settings(BaseSettings):
         "beginning", description="where files without a checkpoint start, at the first scan")
     poll_interval: float = Field(1.0, gt=0, le=60, description="stat sweep period, seconds")
     rotate_wait: float = Field(5.0, ge=0, description="keep a vanished file open this long")
-    syslog_tag: str = Field("ModuleUsageTracking", min_length=1, pattern=r"^[^\s:\[\]]+$")
+    syslog_tag: Annotated[list[str], NoDecode] = Field(
+        ["ModuleUsageTracking"], min_length=1,
+        description="the syslog program name(s) of our lines: one, or a list (a renamed tag"
+                    " keeps its old files readable)")
     module_split: Literal["last", "first"] = Field(
         "last", description="split module= at the last or first '/'")
     max_line_bytes: int = Field(8192, ge=256, le=1 << 20)
@@ -138,7 +142,7 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "logfmt", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    @field_validator("exclude", mode="before")
+    @field_validator("exclude", "syslog_tag", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         """``'*.gz *.xz'``, ``'*.gz,*.xz'`` or JSON ``'["*.gz"]'`` from the environment."""
@@ -150,6 +154,15 @@ class Settings(BaseSettings):
                 except json.JSONDecodeError as exc:
                     raise ValueError(f"not a JSON list: {exc.msg}") from None
             return [part for part in re.split(r"[\s,]+", text) if part]
+        return value
+
+    @field_validator("syslog_tag", mode="after")
+    @classmethod
+    def _tags(cls, value: list[str]) -> list[str]:
+        for tag in value:
+            if not _TAG.match(tag):
+                raise ValueError(f"{tag!r} is not a syslog program name (no spaces, ':', '[' or"
+                                 " ']')")
         return value
 
     @field_validator("status_socket_mode", mode="before")

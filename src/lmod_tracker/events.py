@@ -51,3 +51,6 @@ class Chunk(NamedTuple):
     foreign: int
     nbytes: int
     read_at: float
+    #: hash of the bytes just before ``end_offset`` (files.tail_hash), stored with the
+    #: checkpoint so that a resume can prove it is reading the same content
+    tail: str = ""

@@ -3,6 +3,15 @@
 A file's content is identified by device, inode and the fingerprint of its first line. The inode
 follows a file through a rename (logrotate ``create``); the fingerprint tells a file truncated
 and refilled in place (``copytruncate``) or a recycled inode from the content read before.
+
+Identity alone can be fooled: two contents may share their first line (a template without
+timestamps, a header), an inode is reused, a file is truncated and regrows past the old offset
+between two looks. So an offset is never trusted on identity alone. Every checkpoint carries the
+*tail*: a hash of the :data:`TAIL_BYTES` bytes just before its offset (the end of the last line
+read). An offset is used only where the file holds those same bytes before it
+(:func:`resume_point`), and a follower checks its own tail on every look (content rewritten in
+place reads from the start). A copy of a file (``copytruncate``'s copy, a gzip of a rotated
+file) resumes from the original's checkpoint only when its bytes prove it.
 """
 
 from __future__ import annotations
@@ -11,10 +20,14 @@ import enum
 import gzip
 import hashlib
 import os
-from typing import BinaryIO
+from collections.abc import Callable
+from typing import BinaryIO, NamedTuple
 
 #: How many leading bytes the fingerprint covers at most (the first line, or this many bytes).
 FINGERPRINT_BYTES = 1024
+#: How many bytes before an offset its tail hash covers: several fields of the last line read
+#: (its time= to the microsecond), so two different contents practically never share one.
+TAIL_BYTES = 64
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -60,8 +73,66 @@ def classify(read_offset: int, size: int, old_fingerprint: str,
     return Change.NONE
 
 
+class Checkpoint(NamedTuple):
+    """A recorded read position: where, the tail hash of the bytes before it, and whether it
+    was recorded for this very file identity (or for another with the same first line)."""
+
+    offset: int
+    tail: str
+    exact: bool
+
+
+def tail_hash(before: bytes) -> str:
+    """The tail of an offset, from the bytes before it ('' at offset 0)."""
+    if not before:
+        return ""
+    return hashlib.blake2b(before[-TAIL_BYTES:], digest_size=8).hexdigest()
+
+
+def read_tail(fd: int, offset: int) -> str:
+    """The tail hash of ``offset`` in the file open as ``fd`` ('' if the file is shorter)."""
+    if offset <= 0:
+        return ""
+    start = max(0, offset - TAIL_BYTES)
+    data = os.pread(fd, offset - start, start)
+    return tail_hash(data) if len(data) == offset - start else "\0short"
+
+
+def stream_tail(stream: BinaryIO, offset: int) -> str:
+    """The tail hash of ``offset`` in a seekable stream (plain or gzip); leaves the stream at
+    ``offset`` when it is that long."""
+    if offset <= 0:
+        stream.seek(0)
+        return ""
+    start = max(0, offset - TAIL_BYTES)
+    stream.seek(start)
+    data = stream.read(offset - start)
+    return tail_hash(data) if len(data) == offset - start else "\0short"
+
+
+def proves(checkpoint: Checkpoint, tail: str) -> bool:
+    """Whether a file whose bytes before ``checkpoint.offset`` hash to ``tail`` is the content
+    the checkpoint was recorded for. A checkpoint written before tails were recorded ('') is
+    trusted only for its own file identity."""
+    if checkpoint.tail:
+        return checkpoint.tail == tail
+    return checkpoint.exact
+
+
+def resume_point(candidates: list[Checkpoint], tail_at: Callable[[int], str], size: int | None
+                 ) -> Checkpoint | None:
+    """The first candidate the file's bytes prove (candidates come best first), or None."""
+    for c in candidates:
+        if size is not None and c.offset > size:
+            continue
+        if proves(c, tail_at(c.offset)):
+            return c
+    return None
+
+
 def start_offset(checkpoint: int | None, size: int, *, new_file_at_end: bool) -> int:
-    """Where to start reading a file seen for the first time by this process."""
+    """Where to start reading a file seen for the first time by this process, given the
+    proven checkpoint (None when there is none)."""
     if checkpoint is not None and checkpoint <= size:
         return checkpoint
     if checkpoint is None and new_file_at_end:

@@ -18,7 +18,14 @@ from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from lmod_tracker.events import Chunk, FileKey, LoadEvent, Rejected
-from lmod_tracker.files import Change, classify, read_fingerprint
+from lmod_tracker.files import (
+    TAIL_BYTES,
+    Change,
+    classify,
+    read_fingerprint,
+    read_tail,
+    tail_hash,
+)
 from lmod_tracker.parse import ParsedBlock, Parser
 
 #: How many leading bytes of a line the cutter keeps in a reject and shows to ``is_ours``
@@ -331,6 +338,9 @@ class Follower:
         self.present = True           # matched by the last directory scan
         self.idle_since = time.monotonic()
         self.size = 0
+        #: hash of the bytes before ``offset``: checked on every look, so that content
+        #: rewritten in place (truncated and regrown past the offset) is noticed
+        self.tail = read_tail(fd, offset) if key is not None else ""
 
     def __repr__(self) -> str:
         return f"Follower({self.path!r}, ino={self.ino}, offset={self.offset})"
@@ -354,8 +364,11 @@ class Follower:
                 self.key = FileKey(self.dev, self.ino, fingerprint)
             return Change.NONE
         change = classify(self.offset, self.size, self.key.fingerprint, fingerprint)
+        if change is Change.NONE and self.offset and read_tail(self.fd, self.offset) != self.tail:
+            change = Change.REPLACED  # same first line, other bytes before the offset
         if change is not Change.NONE:
             self.offset = 0
+            self.tail = ""
             self.cutter.reset()
             self.key = None if fingerprint is None else FileKey(self.dev, self.ino, fingerprint)
         return change
@@ -376,6 +389,7 @@ class Follower:
         size = self.block_bytes
         cuts: list[Cut] = []
         had_lines = False
+        before = b""  # the bytes just before the new offset, from the last block read
         for _ in range(MAX_SILENT_BLOCKS):
             data = os.pread(self.fd, size, self.offset)
             if not data:
@@ -384,6 +398,7 @@ class Follower:
             if not cut.consumed:
                 break
             self.offset += cut.consumed
+            before = data[max(0, cut.consumed - TAIL_BYTES):cut.consumed]
             cuts.append(cut)
             if (cut.lines or cut.rejects or cut.foreign) and (
                     not self.cutter.skipping or had_lines):
@@ -392,9 +407,11 @@ class Follower:
         if self.offset == start:
             return None
         self.idle_since = time.monotonic()
+        self.tail = (tail_hash(before) if len(before) == TAIL_BYTES or len(before) == self.offset
+                     else read_tail(self.fd, self.offset))
         parsed = parse_cuts(self.parser, cuts)
         return Chunk(self.key, self.path, self.offset, parsed.events, parsed.rejects,
-                     parsed.foreign, self.offset - start, time.time())
+                     parsed.foreign, self.offset - start, time.time(), self.tail)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

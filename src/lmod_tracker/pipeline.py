@@ -73,7 +73,7 @@ class Stats:
         self.last_commit = time.time()
         if batch.first_read_at:
             self.latencies.append(self.last_commit - batch.first_read_at)
-        for key, (path, offset) in batch.checkpoints.items():
+        for key, (path, offset, _tail) in batch.checkpoints.items():
             last = batch.last_event.get(key) or self.files.get(key, ("", 0, ""))[2]
             self.files.pop(key, None)
             self.files[key] = (path, offset, last)

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import click
 
@@ -29,7 +30,16 @@ from lmod_tracker.errors import (
     StoreError,
 )
 from lmod_tracker.events import Chunk, FileKey
-from lmod_tracker.files import FINGERPRINT_BYTES, fingerprint_of, open_stream, path_text
+from lmod_tracker.files import (
+    FINGERPRINT_BYTES,
+    TAIL_BYTES,
+    fingerprint_of,
+    open_stream,
+    path_text,
+    resume_point,
+    stream_tail,
+    tail_hash,
+)
 from lmod_tracker.follow import LineCutter, parse_cuts
 from lmod_tracker.notify import Notifier, watchdog_interval
 from lmod_tracker.parse import Parser
@@ -449,13 +459,11 @@ async def _ingest_one(store: Store, settings: Settings, parser: Parser, path: Pa
         fingerprint = fingerprint_of(head) or fingerprint_of(head + b"\n")
         assert fingerprint is not None
         key = FileKey(st.st_dev, st.st_ino, fingerprint)
-        offset = 0 if from_start else (await store.checkpoint(settings.instance, key) or 0)
-        carry = head
-        if offset:
-            carry = await _skip(stream, head, offset, settings.read_block_bytes)
-            if carry is None:  # shorter than the checkpoint: not the content it recorded
-                offset, carry = 0, head
-                stream.seek(len(head))
+        candidates = [] if from_start else await store.checkpoint(settings.instance, key)
+        proven = await asyncio.to_thread(
+            resume_point, candidates, lambda off: stream_tail(stream, off), None)
+        offset = 0 if proven is None else proven.offset
+        before = await asyncio.to_thread(_seek_after, stream, offset)
         report.resumed_at = offset
 
         queue: asyncio.Queue[Chunk | None] = asyncio.Queue(maxsize=settings.queue_chunks)
@@ -470,8 +478,8 @@ async def _ingest_one(store: Store, settings: Settings, parser: Parser, path: Pa
             bar = stack.enter_context(click.progressbar(
                 length=st.st_size, label=path.name, file=sys.stderr))
         try:
-            report.held_back = await _feed(stream, raw, carry, offset, key, str(path), parser,
-                                           settings, queue, writer_task, bar)
+            report.held_back = await _feed(stream, raw, before, offset, key, str(path),
+                                           parser, settings, queue, writer_task, bar)
             await queue.put(END)
             await writer_task
         finally:
@@ -483,21 +491,16 @@ async def _ingest_one(store: Store, settings: Settings, parser: Parser, path: Pa
         report.foreign, report.rejected = stats.foreign, stats.rejected
 
 
-async def _skip(stream: object, head: bytes, offset: int, block: int) -> bytes | None:
-    """Advance a stream already read up to ``len(head)`` to ``offset``; the bytes past it."""
-    if offset <= len(head):
-        return head[offset:]
-    remaining = offset - len(head)
-    read = stream.read  # type: ignore[attr-defined]
-    while remaining > 0:
-        data = await asyncio.to_thread(read, min(block, remaining))
-        if not data:
-            return None
-        remaining -= len(data)
-    return b""
+def _seek_after(stream: BinaryIO, offset: int) -> bytes:
+    """Position ``stream`` at ``offset`` (proven to exist); the bytes just before it."""
+    start = max(0, offset - TAIL_BYTES)
+    stream.seek(start)
+    before = stream.read(offset - start)
+    stream.seek(offset)
+    return before
 
 
-async def _feed(stream: object, raw: object, carry: bytes, pos: int, key: FileKey, path: str,
+async def _feed(stream: object, raw: object, before: bytes, pos: int, key: FileKey, path: str,
                 parser: Parser, settings: Settings, queue: asyncio.Queue[Chunk | None],
                 writer_task: asyncio.Task[None], bar: object) -> int:
     """Cut, parse and queue the rest of ``stream``; the bytes of its unterminated last line
@@ -509,6 +512,7 @@ async def _feed(stream: object, raw: object, carry: bytes, pos: int, key: FileKe
     # file may still be written to: its last line waits for its newline.
     finished = stream is not raw
     shown = 0
+    carry = b""
     while True:
         block = await asyncio.to_thread(read, settings.read_block_bytes)
         data = carry + block if carry else block
@@ -517,9 +521,11 @@ async def _feed(stream: object, raw: object, carry: bytes, pos: int, key: FileKe
         carry = data[cut.consumed:]
         pos += cut.consumed
         if cut.consumed:
+            seg = data[max(0, cut.consumed - TAIL_BYTES):cut.consumed]
+            before = seg if len(seg) == TAIL_BYTES else (before + seg)[-TAIL_BYTES:]
             parsed = parse_cuts(parser, [cut])
             chunk = Chunk(key, path, pos, parsed.events, parsed.rejects, parsed.foreign,
-                          cut.consumed, time.time())
+                          cut.consumed, time.time(), tail_hash(before))
             put = asyncio.ensure_future(queue.put(chunk))
             await asyncio.wait({put, writer_task}, return_when=asyncio.FIRST_COMPLETED)
             if writer_task.done():

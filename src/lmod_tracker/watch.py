@@ -22,7 +22,14 @@ from watchdog.observers import Observer
 
 from lmod_tracker import faults, logs
 from lmod_tracker.events import Chunk, FileKey
-from lmod_tracker.files import Change, path_text, read_fingerprint, start_offset
+from lmod_tracker.files import (
+    Change,
+    path_text,
+    read_fingerprint,
+    read_tail,
+    resume_point,
+    start_offset,
+)
 from lmod_tracker.follow import Follower
 from lmod_tracker.parse import Parser
 from lmod_tracker.pipeline import Stats
@@ -220,7 +227,8 @@ class Tailer:
                 return
             key = FileKey(st.st_dev, st.st_ino, fingerprint)
             faults.point("lookup")
-            checkpoint = await self.store.checkpoint(self.instance, key)
+            candidates = await self.store.checkpoint(self.instance, key)
+            proven = resume_point(candidates, lambda off: read_tail(fd, off), st.st_size)
         except StoreError as exc:
             os.close(fd)
             if _repeats.allow(("checkpoint", path)):
@@ -234,22 +242,30 @@ class Tailer:
                 log.warning("cannot read log file", file=path_text(path), error=exc.strerror)
             return
         self.unreadable.pop(path, None)
+        checkpoint = None if proven is None else proven.offset
+        # start_position = "end" skips the history of files never seen before, not of a file
+        # whose content changed under its checkpoint.
+        at_end = at_end and not any(c.exact for c in candidates)
         offset = start_offset(checkpoint, st.st_size, new_file_at_end=at_end)
         follower = Follower(path, fd, st.st_dev, st.st_ino, key, offset, self.parser,
                             self.block_bytes)
         self.followers[ident] = follower
-        origin = "checkpoint" if checkpoint is not None and offset == checkpoint else (
-            "end" if offset else "beginning")
+        if proven is not None:
+            origin = "checkpoint" if proven.exact else "checkpoint of a copy"
+        else:
+            origin = "end" if offset else "beginning"
         log.info("following file", file=path_text(path), inode=st.st_ino, offset=offset,
-                 size=st.st_size, start=origin)
-        if checkpoint is not None and offset == checkpoint:
+                 size=st.st_size, start=origin,
+                 unproven=sum(1 for c in candidates if c is not proven) or None)
+        if proven is not None and proven.exact:
             # What the database says was committed, so that status shows no lag for a file
             # read to its end before a restart.
-            self.stats.files.setdefault(key, (path, checkpoint, ""))
-        elif origin == "end":
-            # start_position = "end": record the starting point now, so that lines written
-            # while the daemon is stopped are read at the next start.
-            await self.queue.put(Chunk(key, path, offset, [], [], 0, 0, time.time()))
+            self.stats.files.setdefault(key, (path, offset, ""))
+        elif origin == "end" or proven is not None:
+            # Record the starting point now (start_position = "end": lines written while the
+            # daemon is stopped are read at the next start; a copy: its own checkpoint).
+            await self.queue.put(Chunk(key, path, offset, [], [], 0, 0, time.time(),
+                                       follower.tail))
 
     # -- reading ---------------------------------------------------------------------------
 

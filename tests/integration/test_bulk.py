@@ -46,7 +46,7 @@ async def test_every_batch_shape_is_one_bulk_execute(mysql_db: DbHandle, shape: 
         for n, start in ((3000, 0), (12000, 3000)):  # the second is split into statements
             batch = Batch(events=[make(i) for i in range(start, start + n)],
                           rejects=[(KEY, "lmod.log", Rejected(start, "missing user=", b"x"))],
-                          checkpoints={KEY: ("lmod.log", start + n)})
+                          checkpoints={KEY: ("lmod.log", start + n, "")})
             before = await store.session_counters()
             result = await store.commit("bulk", batch)
             after = await store.session_counters()

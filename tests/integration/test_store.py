@@ -33,13 +33,15 @@ async def test_checkpoint_lookups_during_commits(db: DbHandle, tmp_path: Path,
         for i in range(0, len(parsed.events), 1000):
             batch = Batch()
             part = parsed.events[i:i + 1000]
-            batch.add(Chunk(key, str(log), i + len(part), part, [], 0, 0, 0.0))
+            batch.add(Chunk(key, str(log), i + len(part), part, [], 0, 0, 0.0, f"{i:016x}"))
             await store.commit("test", batch)
 
     async def reader() -> list[int | None]:
         seen = []
         for _ in range(300):
-            seen.append(await store.checkpoint("test", key))
+            found = await store.checkpoint("test", key)
+            assert len(found) <= 1 and all(c.exact for c in found)
+            seen.append(found[0].offset if found else None)
             await asyncio.sleep(0)
         return seen
 
@@ -48,7 +50,9 @@ async def test_checkpoint_lookups_during_commits(db: DbHandle, tmp_path: Path,
         for seen in readers:  # each reader sees the checkpoint only move forward
             offsets = [o for o in seen if o is not None]
             assert offsets == sorted(offsets)
-        assert await store.checkpoint("test", key) == len(parsed.events)
+        (last,) = await store.checkpoint("test", key)
+        assert last.offset == len(parsed.events) and last.exact
+        assert last.tail == f"{(len(parsed.events) - 1) // 1000 * 1000:016x}"
     finally:
         await store.close()
     assert db.scalar("SELECT COUNT(*) FROM module_usage") == counts.valid

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from lmod_tracker.config import ConfigError, load_settings
+from lmod_tracker.store.base import SCHEMA_VERSION
 from tests.support.daemon import cli
 
 SECRET = "s3cr3t-Passw0rd"
@@ -52,7 +53,7 @@ def test_toml_file_and_environment_precedence(monkeypatch: pytest.MonkeyPatch,
     cfg = tmp_path / "c.toml"
     cfg.write_text('batch_size = 123\nsyslog_tag = "lmod"\nexclude = ["*.gz"]\n')
     s = load_settings(cfg)
-    assert (s.batch_size, s.syslog_tag, s.exclude) == (123, "lmod", ["*.gz"])
+    assert (s.batch_size, s.syslog_tag, s.exclude) == (123, ["lmod"], ["*.gz"])
     monkeypatch.setenv("LMOD_TRACKER_BATCH_SIZE", "77")
     assert load_settings(cfg).batch_size == 77
 
@@ -122,4 +123,4 @@ def test_check_config_on_sqlite(tmp_path: Path) -> None:
     proc = cli(env, "check-config")
     assert "no schema yet" in proc.stdout
     cli(env, "db", "init")
-    assert "schema version 1" in cli(env, "check-config").stdout
+    assert f"schema version {SCHEMA_VERSION}" in cli(env, "check-config").stdout

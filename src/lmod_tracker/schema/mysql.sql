@@ -65,7 +65,8 @@ CREATE TABLE IF NOT EXISTS rejected_line (
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 -- How far each daemon (instance) has read each file content. Written in the same transaction
--- as the rows read from it, so the database alone says where to resume.
+-- as the rows read from it, so the database alone says where to resume. `tail` is a hash of
+-- the 64 bytes before byte_offset: a resume uses the offset only where the file holds them.
 CREATE TABLE IF NOT EXISTS file_checkpoint (
     instance    VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
     dev         BIGINT UNSIGNED NOT NULL,
@@ -73,6 +74,7 @@ CREATE TABLE IF NOT EXISTS file_checkpoint (
     fingerprint CHAR(16) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
     path        VARCHAR(1024) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
     byte_offset BIGINT UNSIGNED NOT NULL,
+    tail        CHAR(16) CHARACTER SET ascii COLLATE ascii_bin NOT NULL DEFAULT '',
     updated_at  DATETIME(6) NOT NULL,
     PRIMARY KEY (instance, dev, ino, fingerprint),
     KEY ix_file_checkpoint_fingerprint (instance, fingerprint)
@@ -103,5 +105,5 @@ CREATE OR REPLACE VIEW package_version_count AS
     GROUP BY package.name, package.version;
 
 INSERT INTO lmod_tracker_schema (version, applied_at)
-    SELECT 1, UTC_TIMESTAMP(6) FROM DUAL
+    SELECT 2, UTC_TIMESTAMP(6) FROM DUAL
     WHERE NOT EXISTS (SELECT 1 FROM lmod_tracker_schema);

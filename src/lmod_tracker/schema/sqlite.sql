@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS file_checkpoint (
     fingerprint TEXT NOT NULL,
     path        TEXT NOT NULL,
     byte_offset INTEGER NOT NULL,
+    tail        TEXT NOT NULL DEFAULT '',
     updated_at  TEXT NOT NULL,
     PRIMARY KEY (instance, dev, ino, fingerprint)
 );
@@ -85,5 +86,5 @@ CREATE VIEW IF NOT EXISTS package_version_count AS
     GROUP BY package.name, package.version;
 
 INSERT INTO lmod_tracker_schema (version, applied_at)
-    SELECT 1, strftime('%Y-%m-%d %H:%M:%f', 'now')
+    SELECT 2, strftime('%Y-%m-%d %H:%M:%f', 'now')
     WHERE NOT EXISTS (SELECT 1 FROM lmod_tracker_schema);

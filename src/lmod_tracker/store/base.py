@@ -9,11 +9,11 @@ from typing import Any, Protocol
 
 from lmod_tracker.errors import SchemaError, StoreError
 from lmod_tracker.events import Chunk, FileKey, LoadEvent, Rejected
-from lmod_tracker.files import path_text
+from lmod_tracker.files import Checkpoint, path_text
 
 __all__ = ["SCHEMA_VERSION", "Batch", "CommitResult", "SchemaError", "Store", "StoreError"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Sizes of the free-text columns we write, in characters (bytes for ``raw``): every value is
 #: cut to them before it reaches the database, so no text of ours can be refused.
@@ -31,7 +31,8 @@ class Batch:
 
     events: list[LoadEvent] = field(default_factory=list)
     rejects: list[tuple[FileKey, str, Rejected]] = field(default_factory=list)
-    checkpoints: dict[FileKey, tuple[str, int]] = field(default_factory=dict)
+    #: file -> (path, offset, tail hash of the bytes before the offset)
+    checkpoints: dict[FileKey, tuple[str, int, str]] = field(default_factory=dict)
     foreign: int = 0
     nbytes: int = 0
     first_read_at: float = 0.0
@@ -48,7 +49,7 @@ class Batch:
                                chunk.end_offset - chunk.nbytes))
         self.events.extend(chunk.events)
         self.rejects.extend((chunk.key, chunk.path, r) for r in chunk.rejects)
-        self.checkpoints[chunk.key] = (chunk.path, chunk.end_offset)
+        self.checkpoints[chunk.key] = (chunk.path, chunk.end_offset, chunk.tail)
         self.foreign += chunk.foreign
         self.nbytes += chunk.nbytes
 
@@ -96,8 +97,15 @@ class Store(Protocol):
         """The recorded schema version, or None when there is no schema."""
         ...
 
-    async def checkpoint(self, instance: str, key: FileKey) -> int | None:
-        """How far ``instance`` has read this content: this exact file, else a copy of it."""
+    async def upgrade(self) -> list[int]:
+        """Move an older lmod-tracker schema to :data:`SCHEMA_VERSION` in place; the versions
+        applied (none when it is current)."""
+        ...
+
+    async def checkpoint(self, instance: str, key: FileKey) -> list[Checkpoint]:
+        """Where ``instance`` may resume this content, best first: the checkpoint of this
+        exact file, then those of other files with the same first line (largest first). The
+        caller uses the first one the file's bytes prove (files.resume_point)."""
         ...
 
     def prepare(self, batch: Batch) -> object | None:
@@ -160,9 +168,14 @@ def check_version(found: int | None, where: str) -> None:
     """Raise a SchemaError that says what to do, unless ``found`` is ours."""
     if found is None:
         raise SchemaError(f"{where} has no lmod-tracker schema: run `lmod-tracker db init`")
-    if found != SCHEMA_VERSION:
+    if found < SCHEMA_VERSION:
         raise SchemaError(
-            f"{where} has schema version {found}, this lmod-tracker needs {SCHEMA_VERSION}")
+            f"{where} has schema version {found}, this lmod-tracker needs {SCHEMA_VERSION}:"
+            " run `lmod-tracker db upgrade` (in place, keeps the data)")
+    if found > SCHEMA_VERSION:
+        raise SchemaError(
+            f"{where} has schema version {found}, newer than this lmod-tracker"
+            f" ({SCHEMA_VERSION}): upgrade lmod-tracker")
 
 
 class IdCache:

@@ -20,8 +20,10 @@ import asyncmy  # type: ignore[import-untyped]
 from lmod_tracker import faults
 from lmod_tracker.errors import TransientError, classify_mysql
 from lmod_tracker.events import FileKey
+from lmod_tracker.files import Checkpoint
 from lmod_tracker.store.base import (
     OUR_TABLES,
+    SCHEMA_VERSION,
     Batch,
     CommitResult,
     IdCache,
@@ -62,11 +64,22 @@ _SELECT_EXISTING = (
     " FROM module_usage WHERE load_time IN ")
 _SELECT_NEWEST = (
     "SELECT DATE_FORMAT(MAX(load_time), '%%Y-%%m-%%d %%H:%%i:%%s.%%f') FROM module_usage")
+# The offset is replaced, not maximised: after a truncation the same file's checkpoint moves
+# back to what was read of the new content (commits of one instance come in order).
 _UPSERT_CHECKPOINT = (
-    "INSERT INTO file_checkpoint (instance, dev, ino, fingerprint, path, byte_offset, updated_at)"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE"
-    " byte_offset = GREATEST(byte_offset, VALUES(byte_offset)),"
+    "INSERT INTO file_checkpoint (instance, dev, ino, fingerprint, path, byte_offset, tail,"
+    " updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE"
+    " byte_offset = VALUES(byte_offset), tail = VALUES(tail),"
     " path = VALUES(path), updated_at = VALUES(updated_at)")
+#: Statements that move the schema from version N-1 to N (each checked first: re-runnable).
+_UPGRADES: dict[int, list[tuple[str, str]]] = {
+    # version: [(condition query returning a row when the step is still needed, statement)]
+    2: [("SELECT 1 FROM DUAL WHERE NOT EXISTS (SELECT 1 FROM information_schema.columns"
+         " WHERE table_schema = DATABASE() AND table_name = 'file_checkpoint'"
+         " AND column_name = 'tail')",
+         "ALTER TABLE file_checkpoint ADD COLUMN tail CHAR(16) CHARACTER SET ascii"
+         " COLLATE ascii_bin NOT NULL DEFAULT '' AFTER byte_offset")],
+}
 
 
 def _marks(n: int) -> str:
@@ -233,20 +246,32 @@ class MySQLStore:
         if self._conn is not None:
             await self._call(self._conn.rollback())
 
-    async def checkpoint(self, instance: str, key: FileKey) -> int | None:
+    async def checkpoint(self, instance: str, key: FileKey) -> list[Checkpoint]:
         async with self._lock:
-            return await self._checkpoint(instance, key)
-
-    async def _checkpoint(self, instance: str, key: FileKey) -> int | None:
-        rows = await self._execute(
-            "SELECT byte_offset FROM file_checkpoint WHERE instance = %s AND dev = %s AND ino = %s"
-            " AND fingerprint = %s", (instance, key.dev, key.ino, key.fingerprint))
-        if not rows:
             rows = await self._execute(
-                "SELECT MAX(byte_offset) FROM file_checkpoint WHERE instance = %s"
-                " AND fingerprint = %s", (instance, key.fingerprint))
-        await self._rollback()
-        return None if not rows or rows[0][0] is None else int(rows[0][0])
+                "SELECT byte_offset, tail, dev = %s AND ino = %s FROM file_checkpoint"
+                " WHERE instance = %s AND fingerprint = %s"
+                " ORDER BY dev = %s AND ino = %s DESC, byte_offset DESC LIMIT 16",
+                (key.dev, key.ino, instance, key.fingerprint, key.dev, key.ino))
+            await self._rollback()
+        return [Checkpoint(int(o), str(t), bool(e)) for o, t, e in rows]
+
+    async def upgrade(self) -> list[int]:
+        async with self._lock:
+            found = await self._schema_version()
+            applied = []
+            for version in range((found or SCHEMA_VERSION) + 1, SCHEMA_VERSION + 1):
+                for needed, statement in _UPGRADES[version]:
+                    if await self._execute(needed):
+                        await self._execute(statement)
+                await self._execute(
+                    "INSERT INTO lmod_tracker_schema (version, applied_at)"
+                    " VALUES (%s, UTC_TIMESTAMP(6))", (version,))
+                await self._call(self._conn.commit())
+                applied.append(version)
+            if applied:
+                await self._init_schema()  # views and anything new, as db init makes them
+            return applied
 
     async def probe(self) -> None:
         async with self._lock:
@@ -328,8 +353,8 @@ class MySQLStore:
         now = utc_now_text()
         rejected = await self._insert_rejects(instance, batch, now)
         await self._executemany(_UPSERT_CHECKPOINT, [
-            (instance, k.dev, k.ino, k.fingerprint, db_path(path), off, now)
-            for k, (path, off) in batch.checkpoints.items()])
+            (instance, k.dev, k.ino, k.fingerprint, db_path(path), off, tail, now)
+            for k, (path, off, tail) in batch.checkpoints.items()])
         await self._call(self._conn.commit())
         self._ids.merge(pending)
         return CommitResult(inserted, len(batch.events) - inserted, rejected)

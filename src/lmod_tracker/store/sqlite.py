@@ -13,8 +13,10 @@ from typing import TypeVar
 from lmod_tracker import faults
 from lmod_tracker.errors import StoreError, classify_sqlite
 from lmod_tracker.events import FileKey
+from lmod_tracker.files import Checkpoint
 from lmod_tracker.store.base import (
     OUR_TABLES,
+    SCHEMA_VERSION,
     Batch,
     CommitResult,
     IdCache,
@@ -30,6 +32,14 @@ from lmod_tracker.store.base import (
 T = TypeVar("T")
 
 _CHUNK = 500  # bound parameters per lookup statement (SQLite's limit is 32766)
+
+#: Statements that move the schema from version N-1 to N (each checked first: re-runnable).
+_UPGRADES: dict[int, list[tuple[str, str]]] = {
+    # version: [(query returning a row when the step is still needed, statement)]
+    2: [("SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM pragma_table_info('file_checkpoint')"
+         " WHERE name = 'tail')",
+         "ALTER TABLE file_checkpoint ADD COLUMN tail TEXT NOT NULL DEFAULT ''")],
+}
 
 _DIMENSIONS: dict[str, tuple[str, str, str]] = {
     # table: (insert, select-by-keys prefix, key columns)
@@ -130,19 +140,40 @@ class SQLiteStore:
             return None if row is None or row[0] is None else int(row[0])
         return await self._run(version)
 
-    async def checkpoint(self, instance: str, key: FileKey) -> int | None:
-        def lookup() -> int | None:
-            conn = self._connect()
-            row = conn.execute(
-                "SELECT byte_offset FROM file_checkpoint WHERE instance = ? AND dev = ? AND ino = ?"
-                " AND fingerprint = ?", (instance, key.dev, key.ino, key.fingerprint)).fetchone()
-            if row is None:
-                row = conn.execute(
-                    "SELECT MAX(byte_offset) FROM file_checkpoint"
-                    " WHERE instance = ? AND fingerprint = ?",
-                    (instance, key.fingerprint)).fetchone()
-            return None if row is None or row[0] is None else int(row[0])
+    async def checkpoint(self, instance: str, key: FileKey) -> list[Checkpoint]:
+        def lookup() -> list[Checkpoint]:
+            rows = self._connect().execute(
+                "SELECT byte_offset, tail, dev = ? AND ino = ? AS exact FROM file_checkpoint"
+                " WHERE instance = ? AND fingerprint = ?"
+                " ORDER BY exact DESC, byte_offset DESC LIMIT 16",
+                (key.dev, key.ino, instance, key.fingerprint)).fetchall()
+            return [Checkpoint(int(o), str(t), bool(e)) for o, t, e in rows]
         return await self._run(lookup)
+
+    async def upgrade(self) -> list[int]:
+        def upgrade() -> list[int]:
+            conn = self._connect()
+            row = conn.execute("SELECT MAX(version) FROM lmod_tracker_schema").fetchone()
+            found = int(row[0]) if row and row[0] is not None else SCHEMA_VERSION
+            applied = []
+            for version in range(found + 1, SCHEMA_VERSION + 1):
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for needed, statement in _UPGRADES[version]:
+                        if conn.execute(needed).fetchone():
+                            conn.execute(statement)
+                    conn.execute("INSERT INTO lmod_tracker_schema (version, applied_at)"
+                                 " VALUES (?, ?)", (version, utc_now_text()))
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                applied.append(version)
+            return applied
+        applied = await self._run(upgrade)
+        if applied:
+            await self.init_schema()
+        return applied
 
     async def probe(self) -> None:
         def probe() -> None:
@@ -194,12 +225,12 @@ class SQLiteStore:
             faults.point("insert")
             conn.executemany(
                 "INSERT INTO file_checkpoint (instance, dev, ino, fingerprint, path, byte_offset,"
-                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " tail, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (instance, dev, ino, fingerprint) DO UPDATE SET"
-                " byte_offset = max(byte_offset, excluded.byte_offset), path = excluded.path,"
-                " updated_at = excluded.updated_at",
-                [(instance, k.dev, k.ino, k.fingerprint, db_path(path), off, now)
-                 for k, (path, off) in batch.checkpoints.items()])
+                " byte_offset = excluded.byte_offset, tail = excluded.tail,"
+                " path = excluded.path, updated_at = excluded.updated_at",
+                [(instance, k.dev, k.ino, k.fingerprint, db_path(path), off, tail, now)
+                 for k, (path, off, tail) in batch.checkpoints.items()])
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
