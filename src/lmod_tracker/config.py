@@ -109,6 +109,18 @@ class Settings(BaseSettings):
     module_split: Literal["last", "first"] = Field(
         "last", description="split module= at the last or first '/'")
     max_line_bytes: int = Field(8192, ge=256, le=1 << 20)
+    cluster: str | None = Field(
+        None, max_length=64, description="the cluster of lines without cluster=/syshost="
+                                         " (one daemon per cluster); unset: none")
+    cluster_from_host: str | None = Field(
+        None, description="derive the cluster of such lines from host=: 'second-label'"
+                          " (Lmod's default syshost) or a regular expression with one group")
+    no_job_tokens: Annotated[list[str], NoDecode] = Field(
+        ["nil", "none", "null", "interactive", ""],
+        description="jobid= values that mean 'not in a job' (without case), stored as NULL")
+    retention: str | None = Field(
+        None, description="delete load rows older than this (13mo, 400d, 52w, 2y; the daily"
+                          " rollup is kept); unset: keep everything")
     instance: str = Field(default_factory=socket.gethostname, min_length=1, max_length=128)
 
     # Pipeline
@@ -142,7 +154,7 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "logfmt", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    @field_validator("exclude", "syslog_tag", mode="before")
+    @field_validator("exclude", "syslog_tag", "no_job_tokens", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         """``'*.gz *.xz'``, ``'*.gz,*.xz'`` or JSON ``'["*.gz"]'`` from the environment."""
@@ -163,6 +175,35 @@ class Settings(BaseSettings):
             if not _TAG.match(tag):
                 raise ValueError(f"{tag!r} is not a syslog program name (no spaces, ':', '[' or"
                                  " ']')")
+        return value
+
+    @field_validator("cluster", "cluster_from_host", "retention", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("cluster", mode="after")
+    @classmethod
+    def _cluster(cls, value: str | None) -> str | None:
+        if value is not None and any(c.isspace() for c in value):
+            raise ValueError(f"{value!r} has white space")
+        return value
+
+    @field_validator("cluster_from_host", mode="after")
+    @classmethod
+    def _host_rule(cls, value: str | None) -> str | None:
+        from lmod_tracker.parse import host_rule
+
+        host_rule(value)  # raises ValueError saying what is wrong
+        return value
+
+    @field_validator("retention", mode="after")
+    @classmethod
+    def _retention(cls, value: str | None) -> str | None:
+        from lmod_tracker.retention import parse_age
+
+        if value is not None:
+            parse_age(value)  # raises ValueError saying what is accepted
         return value
 
     @field_validator("status_socket_mode", mode="before")

@@ -12,7 +12,9 @@ class LoadEvent(NamedTuple):
     """One ``module load`` as Lmod reported it.
 
     ``load_time`` is UTC text ``YYYY-MM-DD HH:MM:SS.ffffff``: derived from the decimal ``time=``
-    string without a float, so the same line always yields the same value.
+    string without a float, so the same line always yields the same value. ``cluster`` is the
+    cluster (Lmod's ``syshost``) or None when unknown; ``userload`` is 1 for a load the user
+    asked for, 0 for one pulled in as a dependency, None when the line does not say.
     """
 
     load_time: str
@@ -22,6 +24,8 @@ class LoadEvent(NamedTuple):
     host: str
     path: str | None
     jobid: str | None
+    cluster: str | None = None
+    userload: int | None = None
 
 
 class Rejected(NamedTuple):

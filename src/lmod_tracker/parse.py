@@ -43,7 +43,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from lmod_tracker.events import LoadEvent, Rejected
 
@@ -55,6 +55,7 @@ FIELD_LIMITS: dict[str, int] = {
     "host": 255,
     "path": 768,
     "jobid": 64,
+    "cluster": 64,
 }
 
 #: The program name must end within this many bytes from the start of a line. A prefix of a
@@ -122,7 +123,13 @@ _BOM = "\ufeff"
 _new = tuple.__new__
 #: 9999-12-31 23:59:59 UTC, the last second a DATETIME column can hold.
 _MAX_EPOCH = 253402300799
-_NO_JOB = frozenset(("", "nil", "none", "null"))
+#: ``jobid=`` values that mean "not in a job" (compared without case), stored as NULL.
+NO_JOB_TOKENS: tuple[str, ...] = ("", "nil", "none", "null", "interactive")
+#: ``userload=`` values (compared without case): 1 the user asked for the module, 0 it was
+#: loaded as a dependency; any other value is stored as NULL (not logged).
+_USERLOAD = {"yes": 1, "1": 1, "true": 1, "no": 0, "0": 0, "false": 0}
+#: The ``cluster_from_host`` rule of Lmod's default ``syshost``: the second label of the host.
+SECOND_LABEL = "second-label"
 
 Split = Literal["last", "first"]
 #: Where a line of ours has its message: (start of what follows the program name, the syslog
@@ -229,6 +236,35 @@ def _rfc5424_message(line: bytes, pos: int) -> int | str:
     return pos + 1
 
 
+def host_rule(rule: str | None) -> Callable[[str], str | None] | None:
+    """The function that derives a cluster from a ``host=`` value, or None for no rule.
+
+    ``rule`` is :data:`SECOND_LABEL` (``login1.frontera.tacc.utexas.edu`` -> ``frontera``,
+    a host with one label has none) or a regular expression with one group, searched in the
+    host name (no match: no cluster). Raises ``ValueError`` for anything else.
+    """
+    if rule is None or rule == "":
+        return None
+    if rule == SECOND_LABEL:
+        def second(host: str) -> str | None:
+            labels = host.split(".")
+            return labels[1] or None if len(labels) > 1 else None
+        return second
+    try:
+        rx = re.compile(rule)
+    except re.error as exc:
+        raise ValueError(f"cluster_from_host {rule!r} is not a regular expression: {exc}"
+                         ) from None
+    if rx.groups != 1:
+        raise ValueError(f"cluster_from_host {rule!r} must have exactly one group"
+                         f" (it has {rx.groups}), or be {SECOND_LABEL!r}")
+
+    def group(host: str) -> str | None:
+        m = rx.search(host)
+        return m.group(1) or None if m is not None else None
+    return group
+
+
 @dataclass(frozen=True, slots=True)
 class ParsedBlock:
     """The outcome of parsing a block of complete lines."""
@@ -245,10 +281,24 @@ class Parser:
     the old one). ``split`` says where ``module=`` splits into package and version: at the
     ``last`` slash (``bio/samtools/1.9`` -> ``bio/samtools`` + ``1.9``) or the ``first`` one.
     Lines longer than ``max_line_bytes`` are rejected.
+
+    The cluster of a load is the line's ``cluster=`` (or ``syshost=``) value; else ``cluster``
+    (this daemon's setting); else what ``cluster_from_host`` (see :func:`host_rule`) derives
+    from ``host=``; else None. ``jobid=`` values in ``no_job_tokens`` (without case) are None.
     """
 
     def __init__(self, tag: str | Sequence[str] = "ModuleUsageTracking", split: Split = "last",
-                 max_line_bytes: int = 8192) -> None:
+                 max_line_bytes: int = 8192, *, cluster: str | None = None,
+                 cluster_from_host: str | None = None,
+                 no_job_tokens: Sequence[str] = NO_JOB_TOKENS) -> None:
+        self.cluster = cluster or None
+        if self.cluster is not None and (len(self.cluster) > FIELD_LIMITS["cluster"]
+                                         or any(c.isspace() for c in self.cluster)):
+            raise ValueError(f"cluster {cluster!r}: at most {FIELD_LIMITS['cluster']}"
+                             " characters, no spaces")
+        self._host_rule = host_rule(cluster_from_host)
+        self._clusters: dict[str, str | None] = {}
+        self.no_job = frozenset(t.lower() for t in no_job_tokens) | {""}
         self.tags = _tags(tag)
         #: The first (current) tag.
         self.tag = self.tags[0]
@@ -266,6 +316,29 @@ class Parser:
         if not any(_STAMPISH_TAG.fullmatch(t) for t in self.tags):
             self._quick = re.compile(
                 _QUICK_HEAD.replace(b"<tags>", alternatives.encode())).match
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Parser:
+        """The parser a daemon with these settings (config.Settings) uses."""
+        return cls(settings.syslog_tag, settings.module_split, settings.max_line_bytes,
+                   cluster=settings.cluster, cluster_from_host=settings.cluster_from_host,
+                   no_job_tokens=settings.no_job_tokens)
+
+    def cluster_of(self, host: str) -> str | None:
+        """The cluster of a line without ``cluster=``: the setting, else the host rule."""
+        if self.cluster is not None or self._host_rule is None:
+            return self.cluster
+        try:
+            return self._clusters[host]
+        except KeyError:
+            pass
+        found = self._host_rule(host)
+        if found is not None and len(found) > FIELD_LIMITS["cluster"]:
+            found = None
+        if len(self._clusters) > 4096:
+            self._clusters.clear()
+        self._clusters[host] = found
+        return found
 
     def is_ours(self, line: bytes) -> bool:
         """Whether ``line`` carries our tag in the program position (the header alone decides).
@@ -391,15 +464,18 @@ class Parser:
                 return "missing host= (and the syslog host is not UTF-8)"
         path = fields.get("path") or None
         jobid: str | None = fields.get("jobid")
-        if jobid is not None and jobid.lower() in _NO_JOB:
+        if jobid is not None and jobid.lower() in self.no_job:
             jobid = None
+        cluster = fields.get("cluster") or fields.get("syshost") or self.cluster_of(host)
+        userload = fields.get("userload")
+        flag = None if userload is None else _USERLOAD.get(userload.lower())
         checks: tuple[tuple[str, str | None], ...] = (
             ("user", user), ("package", package), ("version", version), ("host", host),
-            ("path", path), ("jobid", jobid))
+            ("path", path), ("jobid", jobid), ("cluster", cluster))
         for name, text in checks:
             if text is not None and len(text) > FIELD_LIMITS[name]:
                 return f"{name} longer than {FIELD_LIMITS[name]} characters"
-        return LoadEvent(load_time, user, package, version, host, path, jobid)
+        return LoadEvent(load_time, user, package, version, host, path, jobid, cluster, flag)
 
     def _second(self, whole: str) -> str:
         """``'1682580177'`` -> ``'2023-04-27 07:22:57.'`` (cached), or '' if out of range."""
@@ -429,6 +505,9 @@ class Parser:
         seconds = self._seconds
         last = self.split == "last"
         max_line = self.max_line_bytes
+        no_job = self.no_job
+        fixed = self.cluster
+        cluster_of = None if fixed is not None or self._host_rule is None else self.cluster_of
         pos = base_offset
         for line in _lines(block):
             n = len(line) + 1
@@ -450,7 +529,7 @@ class Parser:
                         package, version = version, ""
                 else:
                     package, _, version = module.partition("/")
-                if jobid is not None and jobid.lower() in _NO_JOB:
+                if jobid is not None and jobid.lower() in no_job:
                     jobid = None
                 second = seconds.get(whole)
                 if second is None:
@@ -460,7 +539,8 @@ class Parser:
                         and (jobid is None or len(jobid) <= 64)):
                     events.append(_new(LoadEvent, (
                         second + (frac.ljust(6, "0") if frac else "000000"), user, package,
-                        version, host, path, jobid)))
+                        version, host, path, jobid,
+                        fixed if cluster_of is None else cluster_of(host), None)))
                     pos += n
                     continue
             result = parse(line.rstrip(b"\r"))

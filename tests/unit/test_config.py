@@ -70,7 +70,8 @@ def test_shipped_example_config_is_valid() -> None:
     ("", {"DB_PORT": "abc"}, "DB_PORT: Input should be a valid integer"),
     ("", {"LMOD_TRACKER_BACKEND": "mysql"}, "DB_NAME must be set for the mysql backend"),
     ("", {"LMOD_TRACKER_MODULE_SPLIT": "middle"}, "module_split"),
-    ('syslog_tag = "a b"\n', {}, "syslog_tag"),
+    ('syslog_tag = ["a b"]\n', {}, "syslog_tag"),
+    ('syslog_tag = "a:b"\n', {}, "syslog_tag"),
 ])
 def test_errors_are_one_line_naming_the_setting(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path, toml: str, env: dict[str, str],

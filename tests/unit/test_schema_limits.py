@@ -10,7 +10,8 @@ from lmod_tracker.store.base import TEXT_LIMITS, schema_text
 #: parser field -> (table, column) in the MySQL schema
 _COLUMNS = {"user": ("user", "name"), "package": ("package", "name"),
             "version": ("package", "version"), "host": ("host", "name"),
-            "path": ("modulefile", "path"), "jobid": ("module_usage", "jobid")}
+            "path": ("modulefile", "path"), "jobid": ("module_usage", "jobid"),
+            "cluster": ("cluster", "name")}
 
 
 def _column_sizes() -> dict[tuple[str, str], int]:

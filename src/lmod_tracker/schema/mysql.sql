@@ -36,8 +36,21 @@ CREATE TABLE IF NOT EXISTS modulefile (
     UNIQUE KEY uq_modulefile_path (path)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
--- One row per module load. (load_time, host, user, package) is the natural key: re-reading the
--- same lines, from any copy of the file, adds nothing.
+-- A cluster (Lmod's syshost): from the line's cluster=/syshost=, the daemon's `cluster` setting
+-- or its `cluster_from_host` rule.
+CREATE TABLE IF NOT EXISTS cluster (
+    id      BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+    name    VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+    UNIQUE KEY uq_cluster_name (name)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- One row per module load. The natural key is (load_time, host, user, package, jobid,
+-- modulefile): re-reading the same lines, from any copy of the file, adds nothing, and two jobs
+-- of one user that load a module on one node in the same microsecond (or second, for hooks that
+-- log whole seconds) are two loads. jobid_key and modulefile_key only put NULLs into that key
+-- (a unique key never treats two NULLs as equal): computed, invisible to SELECT *
+-- cluster_id: NULL when unknown. userload: 1 the user asked for the module, 0 it was loaded as a
+-- dependency, NULL when the line does not say.
 CREATE TABLE IF NOT EXISTS module_usage (
     id            BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
     user_id       BIGINT UNSIGNED NOT NULL,
@@ -46,9 +59,33 @@ CREATE TABLE IF NOT EXISTS module_usage (
     modulefile_id BIGINT UNSIGNED NULL,
     jobid         VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,
     load_time     DATETIME(6) NOT NULL,
-    UNIQUE KEY uq_module_usage_natural (load_time, host_id, user_id, package_id),
+    cluster_id    BIGINT UNSIGNED NULL,
+    userload      TINYINT NULL,
+    jobid_key     VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin
+                  AS (IFNULL(jobid, '')) VIRTUAL INVISIBLE,
+    modulefile_key BIGINT UNSIGNED AS (IFNULL(modulefile_id, 0)) VIRTUAL INVISIBLE,
+    UNIQUE KEY uq_module_usage_natural (load_time, host_id, user_id, package_id, jobid_key,
+                                        modulefile_key),
     KEY ix_module_usage_package_time (package_id, load_time),
     KEY ix_module_usage_user_time (user_id, load_time)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- One row per (UTC day, cluster, package, user): written in the same transaction as the
+-- module_usage rows it counts (only rows actually inserted), so the two always agree until
+-- `db prune` deletes old module_usage rows (this table is kept). cluster_id 0 = unknown.
+-- user_loads counts the loads with userload = 1.
+CREATE TABLE IF NOT EXISTS usage_daily (
+    day         DATE NOT NULL,
+    cluster_id  BIGINT UNSIGNED NOT NULL DEFAULT 0,
+    package_id  BIGINT UNSIGNED NOT NULL,
+    user_id     BIGINT UNSIGNED NOT NULL,
+    loads       BIGINT UNSIGNED NOT NULL,
+    user_loads  BIGINT UNSIGNED NOT NULL,
+    first_load  DATETIME(6) NOT NULL,
+    last_load   DATETIME(6) NOT NULL,
+    PRIMARY KEY (day, cluster_id, package_id, user_id),
+    KEY ix_usage_daily_package_day (package_id, day),
+    KEY ix_usage_daily_user_day (user_id, day)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 -- Lines that carry the tracking tag but could not be parsed, kept raw for inspection.
@@ -105,5 +142,5 @@ CREATE OR REPLACE VIEW package_version_count AS
     GROUP BY package.name, package.version;
 
 INSERT INTO lmod_tracker_schema (version, applied_at)
-    SELECT 2, UTC_TIMESTAMP(6) FROM DUAL
+    SELECT 3, UTC_TIMESTAMP(6) FROM DUAL
     WHERE NOT EXISTS (SELECT 1 FROM lmod_tracker_schema);

@@ -23,6 +23,12 @@ CREATE TABLE IF NOT EXISTS modulefile (
     path    TEXT NOT NULL UNIQUE
 );
 
+CREATE TABLE IF NOT EXISTS cluster (
+    id      INTEGER PRIMARY KEY,
+    name    TEXT NOT NULL UNIQUE
+);
+
+-- The natural key is (load_time, host, user, package, jobid, modulefile), NULLs equal.
 CREATE TABLE IF NOT EXISTS module_usage (
     id            INTEGER PRIMARY KEY,
     user_id       INTEGER NOT NULL,
@@ -31,10 +37,29 @@ CREATE TABLE IF NOT EXISTS module_usage (
     modulefile_id INTEGER,
     jobid         TEXT,
     load_time     TEXT NOT NULL,
-    UNIQUE (load_time, host_id, user_id, package_id)
+    cluster_id    INTEGER,
+    userload      INTEGER
 );
+CREATE UNIQUE INDEX IF NOT EXISTS uq_module_usage_natural ON module_usage
+    (load_time, host_id, user_id, package_id, IFNULL(jobid, ''), IFNULL(modulefile_id, 0));
 CREATE INDEX IF NOT EXISTS ix_module_usage_package_time ON module_usage (package_id, load_time);
 CREATE INDEX IF NOT EXISTS ix_module_usage_user_time ON module_usage (user_id, load_time);
+
+-- One row per (UTC day, cluster, package, user), in the same transaction as the facts;
+-- cluster_id 0 = unknown. Days 'YYYY-MM-DD', times 'YYYY-MM-DD HH:MM:SS.ffffff'.
+CREATE TABLE IF NOT EXISTS usage_daily (
+    day         TEXT NOT NULL,
+    cluster_id  INTEGER NOT NULL DEFAULT 0,
+    package_id  INTEGER NOT NULL,
+    user_id     INTEGER NOT NULL,
+    loads       INTEGER NOT NULL,
+    user_loads  INTEGER NOT NULL,
+    first_load  TEXT NOT NULL,
+    last_load   TEXT NOT NULL,
+    PRIMARY KEY (day, cluster_id, package_id, user_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ix_usage_daily_package_day ON usage_daily (package_id, day);
+CREATE INDEX IF NOT EXISTS ix_usage_daily_user_day ON usage_daily (user_id, day);
 
 CREATE TABLE IF NOT EXISTS rejected_line (
     id          INTEGER PRIMARY KEY,
@@ -86,5 +111,5 @@ CREATE VIEW IF NOT EXISTS package_version_count AS
     GROUP BY package.name, package.version;
 
 INSERT INTO lmod_tracker_schema (version, applied_at)
-    SELECT 2, strftime('%Y-%m-%d %H:%M:%f', 'now')
+    SELECT 3, strftime('%Y-%m-%d %H:%M:%f', 'now')
     WHERE NOT EXISTS (SELECT 1 FROM lmod_tracker_schema);

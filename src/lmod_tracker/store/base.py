@@ -13,7 +13,7 @@ from lmod_tracker.files import Checkpoint, path_text
 
 __all__ = ["SCHEMA_VERSION", "Batch", "CommitResult", "SchemaError", "Store", "StoreError"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: Sizes of the free-text columns we write, in characters (bytes for ``raw``): every value is
 #: cut to them before it reaches the database, so no text of ours can be refused.
@@ -21,8 +21,8 @@ TEXT_LIMITS = {"instance": 128, "path": 1024, "reason": 255, "raw": 4096}
 
 #: The tables of our schema: a database that has some of them but no ``lmod_tracker_schema``
 #: belongs to another program (lmod_tracking has ``user``, ``package``, ``module_usage``).
-OUR_TABLES = ("user", "package", "host", "modulefile", "module_usage", "rejected_line",
-              "file_checkpoint")
+OUR_TABLES = ("user", "package", "host", "modulefile", "cluster", "module_usage", "usage_daily",
+              "rejected_line", "file_checkpoint")
 
 
 @dataclass
@@ -142,6 +142,15 @@ def schema_statements(backend: str) -> list[str]:
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
+def schema_statement(backend: str, table: str) -> str:
+    """The schema file's ``CREATE TABLE IF NOT EXISTS`` statement of ``table``."""
+    for stmt in schema_statements(backend):
+        head = stmt.split("(", 1)[0].split()
+        if head[:5] == ["CREATE", "TABLE", "IF", "NOT", "EXISTS"] and head[5].strip("`") == table:
+            return stmt
+    raise KeyError(table)
+
+
 def utc_now_text() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
@@ -185,7 +194,7 @@ class IdCache:
 
     def __init__(self) -> None:
         self.tables: dict[str, dict[object, int]] = {
-            "user": {}, "package": {}, "host": {}, "modulefile": {}}
+            "user": {}, "package": {}, "host": {}, "modulefile": {}, "cluster": {}}
 
     def merge(self, pending: dict[str, dict[object, int]]) -> None:
         for table, ids in pending.items():
@@ -202,25 +211,68 @@ def dimension_values(events: list[LoadEvent]) -> dict[str, set[object]]:
         "package": {(e.package, e.version) for e in events},
         "host": {e.host for e in events},
         "modulefile": {e.path for e in events if e.path is not None},
+        "cluster": {e.cluster for e in events if e.cluster is not None},
     }
+
+
+#: module_usage columns in the order of :func:`fact_rows`' tuples.
+USAGE_COLUMNS = ("user_id", "package_id", "host_id", "modulefile_id", "jobid", "load_time",
+                 "cluster_id", "userload")
+
+
+def natural_key(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A fact row's natural key: (load_time, host_id, user_id, package_id, jobid, modulefile_id).
+
+    Two loads that differ only in jobid or modulefile are two loads (two jobs of one user
+    starting on one node in the same microsecond, or second for hooks that log whole seconds).
+    """
+    return (row[5], row[2], row[0], row[1], row[4], row[3])
 
 
 def fact_rows(batch: Batch, ids: dict[str, dict[object, int]]
                ) -> tuple[list[tuple[Any, ...]], set[str]]:
-    """module_usage rows for the batch's events, each natural key once, and their load times.
+    """module_usage rows (:data:`USAGE_COLUMNS`) for the batch's events, each natural key
+    once, and their load times.
 
     Raises KeyError when a dimension value has no id in ``ids``.
     """
     users, packages, hosts, files = ids["user"], ids["package"], ids["host"], ids["modulefile"]
+    clusters = ids["cluster"]
     rows = [(users[user], packages[(package, version)], hosts[host],
-             None if path is None else files[path], jobid, load_time)
-            for load_time, user, package, version, host, path, jobid in batch.events]
+             None if path is None else files[path], jobid, load_time,
+             None if cluster is None else clusters[cluster], userload)
+            for load_time, user, package, version, host, path, jobid, cluster, userload
+            in batch.events]
     times = {row[5] for row in rows}
     if len(times) < len(rows):
         # Loads in the same microsecond: keep one row per natural key (a file and its copy
         # read in one batch, or a line logged twice).
         unique: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         for row in rows:
-            unique.setdefault((row[5], row[2], row[0], row[1]), row)
+            unique.setdefault(natural_key(row), row)
         rows = list(unique.values())
     return rows, times
+
+
+def rollup_rows(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """usage_daily increments for fact rows that were inserted: one per (UTC day, cluster,
+    package, user), as (day, cluster_id, package_id, user_id, loads, user_loads, first_load,
+    last_load), sorted by key (writers that touch the same rows lock them in one order).
+
+    ``cluster_id`` is 0 when the cluster is unknown.
+    """
+    acc: dict[tuple[Any, ...], list[Any]] = {}
+    for user_id, package_id, _, _, _, load_time, cluster_id, userload in rows:
+        key = (load_time[:10], cluster_id or 0, package_id, user_id)
+        entry = acc.get(key)
+        if entry is None:
+            acc[key] = [1, 1 if userload == 1 else 0, load_time, load_time]
+        else:
+            entry[0] += 1
+            if userload == 1:
+                entry[1] += 1
+            if load_time < entry[2]:
+                entry[2] = load_time
+            elif load_time > entry[3]:
+                entry[3] = load_time
+    return [(*key, *acc[key]) for key in sorted(acc)]

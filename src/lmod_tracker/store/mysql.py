@@ -24,6 +24,7 @@ from lmod_tracker.files import Checkpoint
 from lmod_tracker.store.base import (
     OUR_TABLES,
     SCHEMA_VERSION,
+    USAGE_COLUMNS,
     Batch,
     CommitResult,
     IdCache,
@@ -32,6 +33,9 @@ from lmod_tracker.store.base import (
     dimension_values,
     fact_rows,
     foreign_schema_error,
+    natural_key,
+    rollup_rows,
+    schema_statement,
     schema_statements,
     utc_now_text,
 )
@@ -52,16 +56,33 @@ _DIMENSIONS: dict[str, tuple[str, str]] = {
     "host": ("INSERT INTO host (name) VALUES (%s)", "SELECT id, name FROM host WHERE name IN"),
     "modulefile": ("INSERT INTO modulefile (path) VALUES (%s)",
                    "SELECT id, path FROM modulefile WHERE path IN"),
+    "cluster": ("INSERT INTO cluster (name) VALUES (%s)",
+                "SELECT id, name FROM cluster WHERE name IN"),
 }
 #: Every table the writer inserts into.
-_WRITTEN = ("`user`", "package", "host", "modulefile", "module_usage", "rejected_line",
-            "file_checkpoint")
-_USAGE_COLUMNS = ("user_id", "package_id", "host_id", "modulefile_id", "jobid", "load_time")
+_WRITTEN = ("`user`", "package", "host", "modulefile", "cluster", "module_usage",
+            "usage_daily", "rejected_line", "file_checkpoint")
+_USAGE_COLUMNS = USAGE_COLUMNS
 #: Columns of module_usage that may be NULL (the rest never are).
-_USAGE_NULLABLE = (3, 4)
+_USAGE_NULLABLE = (3, 4, 6, 7)
 _SELECT_EXISTING = (
-    "SELECT DATE_FORMAT(load_time, '%%Y-%%m-%%d %%H:%%i:%%s.%%f'), host_id, user_id, package_id"
-    " FROM module_usage WHERE load_time IN ")
+    "SELECT DATE_FORMAT(load_time, '%%Y-%%m-%%d %%H:%%i:%%s.%%f'), host_id, user_id, package_id,"
+    " jobid, modulefile_id FROM module_usage WHERE load_time IN ")
+#: The daily rollup, for fact rows just inserted (rows: base.rollup_rows).
+_UPSERT_DAILY = (
+    "INSERT INTO usage_daily (day, cluster_id, package_id, user_id, loads, user_loads,"
+    " first_load, last_load) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE"
+    " loads = loads + VALUES(loads), user_loads = user_loads + VALUES(user_loads),"
+    " first_load = LEAST(first_load, VALUES(first_load)),"
+    " last_load = GREATEST(last_load, VALUES(last_load))")
+#: The whole rollup from the facts (schema upgrade to version 3).
+_BUILD_DAILY = (
+    "INSERT INTO usage_daily (day, cluster_id, package_id, user_id, loads, user_loads,"
+    " first_load, last_load) SELECT DATE(load_time), IFNULL(cluster_id, 0), package_id, user_id,"
+    " COUNT(*), COUNT(CASE WHEN userload = 1 THEN 1 END), MIN(load_time), MAX(load_time)"
+    " FROM module_usage GROUP BY DATE(load_time), IFNULL(cluster_id, 0), package_id, user_id")
+#: What db prune deletes from: table -> (time column).
+_PRUNABLE = {"module_usage": "load_time", "rejected_line": "seen_at"}
 _SELECT_NEWEST = (
     "SELECT DATE_FORMAT(MAX(load_time), '%%Y-%%m-%%d %%H:%%i:%%s.%%f') FROM module_usage")
 # The offset is replaced, not maximised: after a truncation the same file's checkpoint moves
@@ -79,6 +100,24 @@ _UPGRADES: dict[int, list[tuple[str, str]]] = {
          " AND column_name = 'tail')",
          "ALTER TABLE file_checkpoint ADD COLUMN tail CHAR(16) CHARACTER SET ascii"
          " COLLATE ascii_bin NOT NULL DEFAULT '' AFTER byte_offset")],
+    3: [("SELECT 1 FROM DUAL WHERE NOT EXISTS (SELECT 1 FROM information_schema.columns"
+         " WHERE table_schema = DATABASE() AND table_name = 'module_usage'"
+         " AND column_name = 'cluster_id')",
+         # one rebuild of the table: the new columns and the wider natural key
+         "ALTER TABLE module_usage"
+         " ADD COLUMN cluster_id BIGINT UNSIGNED NULL,"
+         " ADD COLUMN userload TINYINT NULL,"
+         " ADD COLUMN jobid_key VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+         " AS (IFNULL(jobid, '')) VIRTUAL INVISIBLE,"
+         " ADD COLUMN modulefile_key BIGINT UNSIGNED AS (IFNULL(modulefile_id, 0))"
+         " VIRTUAL INVISIBLE,"
+         " DROP INDEX uq_module_usage_natural,"
+         " ADD UNIQUE KEY uq_module_usage_natural (load_time, host_id, user_id, package_id,"
+         " jobid_key, modulefile_key)"),
+        ("SELECT 1 FROM DUAL", schema_statement("mysql", "cluster")),
+        ("SELECT 1 FROM DUAL", schema_statement("mysql", "usage_daily")),
+        # the rollup of everything stored, committed with the version row
+        ("SELECT 1 FROM DUAL WHERE NOT EXISTS (SELECT 1 FROM usage_daily)", _BUILD_DAILY)],
 }
 
 
@@ -93,7 +132,7 @@ def _usage_statement(rows: list[tuple[Any, ...]]) -> tuple[str, list[tuple[Any, 
     value in some row; otherwise it falls back, silently, to text INSERTs at about half the
     rows/s. Logs without ``path=`` or ``jobid=`` (most of them) would always fall back.
     """
-    absent = [i for i in _USAGE_NULLABLE if all(r[i] is None for r in rows)]
+    absent = [i for i in _USAGE_NULLABLE if all(r[i] is None for r in rows)] if rows else []
     if absent:
         keep = [i for i in range(len(_USAGE_COLUMNS)) if i not in absent]
         rows = [tuple(r[i] for i in keep) for r in rows]
@@ -284,6 +323,38 @@ class MySQLStore:
                 "UPDATE file_checkpoint SET updated_at = updated_at WHERE 1 = 0")
             await self._rollback()
 
+    async def prune_span(self, table: str, before: str) -> tuple[int, int] | None:
+        """The id range holding every row of ``table`` (module_usage or rejected_line) older
+        than ``before`` (UTC text), or None when there is none."""
+        column = _PRUNABLE[table]
+        async with self._lock:
+            rows = await self._execute(
+                f"SELECT MIN(id), MAX(id) FROM {table} WHERE {column} < %s", (before,))
+            await self._rollback()
+        if not rows or rows[0][0] is None:
+            return None
+        return int(rows[0][0]), int(rows[0][1])
+
+    async def prune_range(self, table: str, before: str, low: int, high: int) -> int:
+        """Delete the rows of ``table`` with ``low <= id < high`` older than ``before``, in
+        one short transaction (row locks on that id range only); how many were deleted."""
+        column = _PRUNABLE[table]
+        async with self._lock:
+            try:
+                conn = await self._connection()
+                async with conn.cursor() as cur:
+                    self.statements += 1
+                    n = await self._call(cur.execute(
+                        f"DELETE FROM {table} WHERE id >= %s AND id < %s AND {column} < %s",
+                        (low, high, before)))
+                await self._call(conn.commit())
+            except BaseException:
+                if self._conn is not None:
+                    with contextlib.suppress(BaseException):
+                        await asyncio.wait_for(self._conn.rollback(), 5)
+                raise
+        return int(n or 0)
+
     async def session_counters(self) -> dict[str, int]:
         """The server's statement counters of this connection, with ``statements``, our own
         count of what we sent. Every statement is one binary execute (a batch one bulk
@@ -346,8 +417,11 @@ class MySQLStore:
             newest = (await self._execute(_SELECT_NEWEST))[0][0]
             if newest is not None and newest >= min(times):
                 existing = set(await self._existing(list(times)))
-                rows = [r for r in rows if (r[5], r[2], r[0], r[1]) not in existing]
+                rows = [r for r in rows if natural_key(r) not in existing]
         inserted = await self._executemany(*_usage_statement(rows))
+        # Every row sent was inserted (strict mode: a duplicate key fails the transaction), so
+        # the rollup counts exactly these, in the same transaction.
+        await self._executemany(_UPSERT_DAILY, rollup_rows(rows))
         faults.point("insert")
 
         now = utc_now_text()
@@ -359,14 +433,14 @@ class MySQLStore:
         self._ids.merge(pending)
         return CommitResult(inserted, len(batch.events) - inserted, rejected)
 
-    async def _existing(self, times: list[str]) -> list[tuple[str, int, int, int]]:
-        """Natural keys already stored among rows with these load times."""
-        found: list[tuple[str, int, int, int]] = []
+    async def _existing(self, times: list[str]) -> list[tuple[Any, ...]]:
+        """Natural keys (base.natural_key) already stored among rows with these load times."""
+        found: list[tuple[Any, ...]] = []
         for i in range(0, len(times), _LOOKUP_CHUNK):
             part = times[i:i + _LOOKUP_CHUNK]
             sql = _SELECT_EXISTING + _marks(len(part))
-            for t, h, u, p in await self._execute(sql, part):
-                found.append((t, int(h), int(u), int(p)))
+            for t, h, u, p, j, m in await self._execute(sql, part):
+                found.append((t, int(h), int(u), int(p), j, None if m is None else int(m)))
         return found
 
     async def _insert_rejects(self, instance: str, batch: Batch, now: str) -> int:

@@ -25,6 +25,8 @@ from lmod_tracker.store.base import (
     dimension_values,
     fact_rows,
     foreign_schema_error,
+    natural_key,
+    rollup_rows,
     schema_statements,
     utc_now_text,
 )
@@ -39,7 +41,38 @@ _UPGRADES: dict[int, list[tuple[str, str]]] = {
     2: [("SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM pragma_table_info('file_checkpoint')"
          " WHERE name = 'tail')",
          "ALTER TABLE file_checkpoint ADD COLUMN tail TEXT NOT NULL DEFAULT ''")],
+    # module_usage is rebuilt: its natural key was a table constraint, which SQLite cannot drop
+    3: [("SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM pragma_table_info('module_usage')"
+         " WHERE name = 'cluster_id')", stmt) for stmt in (
+        "DROP VIEW IF EXISTS overview",
+        "DROP VIEW IF EXISTS package_count",
+        "DROP VIEW IF EXISTS package_version_count",
+        "CREATE TABLE module_usage_v3 (id INTEGER PRIMARY KEY, user_id INTEGER NOT NULL,"
+        " package_id INTEGER NOT NULL, host_id INTEGER NOT NULL, modulefile_id INTEGER,"
+        " jobid TEXT, load_time TEXT NOT NULL, cluster_id INTEGER, userload INTEGER)",
+        "INSERT INTO module_usage_v3 (id, user_id, package_id, host_id, modulefile_id, jobid,"
+        " load_time) SELECT id, user_id, package_id, host_id, modulefile_id, jobid, load_time"
+        " FROM module_usage",
+        "DROP TABLE module_usage",
+    )] + [
+        ("SELECT 1 WHERE EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'module_usage_v3')",
+         "ALTER TABLE module_usage_v3 RENAME TO module_usage"),
+        # every table and index of the current schema (cluster, usage_daily, the new key)
+        *(("SELECT 1", stmt) for stmt in schema_statements("sqlite")
+          if stmt.startswith(("CREATE TABLE", "CREATE INDEX", "CREATE UNIQUE INDEX"))),
+        # the rollup of everything stored, in the same transaction as the version row
+        ("SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM usage_daily)",
+         "INSERT INTO usage_daily (day, cluster_id, package_id, user_id, loads, user_loads,"
+         " first_load, last_load) SELECT substr(load_time, 1, 10), IFNULL(cluster_id, 0),"
+         " package_id, user_id, COUNT(*), COUNT(CASE WHEN userload = 1 THEN 1 END),"
+         " MIN(load_time), MAX(load_time) FROM module_usage"
+         " GROUP BY substr(load_time, 1, 10), IFNULL(cluster_id, 0), package_id, user_id")],
 }
+#: What db prune deletes from: table -> time column.
+_PRUNABLE = {"module_usage": "load_time", "rejected_line": "seen_at"}
+_SELECT_EXISTING = (
+    "SELECT load_time, host_id, user_id, package_id, jobid, modulefile_id FROM module_usage"
+    " WHERE load_time IN ")
 
 _DIMENSIONS: dict[str, tuple[str, str, str]] = {
     # table: (insert, select-by-keys prefix, key columns)
@@ -49,6 +82,8 @@ _DIMENSIONS: dict[str, tuple[str, str, str]] = {
              "SELECT id, name FROM host WHERE name IN ", "name"),
     "modulefile": ("INSERT INTO modulefile (path) VALUES (?) ON CONFLICT DO NOTHING",
                    "SELECT id, path FROM modulefile WHERE path IN ", "path"),
+    "cluster": ("INSERT INTO cluster (name) VALUES (?) ON CONFLICT DO NOTHING",
+                "SELECT id, name FROM cluster WHERE name IN ", "name"),
 }
 
 
@@ -203,17 +238,31 @@ class SQLiteStore:
         conn.execute("BEGIN IMMEDIATE")
         try:
             try:  # the usual case: every dimension value has a committed id in the cache
-                rows, _ = fact_rows(batch, self._ids.tables)
+                rows, times = fact_rows(batch, self._ids.tables)
                 pending: dict[str, dict[object, int]] = {}
             except KeyError:
                 pending = self._resolve(conn, batch)
-                rows, _ = fact_rows(
+                rows, times = fact_rows(
                     batch, {t: {**self._ids.tables[t], **pending[t]} for t in pending})
+            if rows:
+                # The write lock is ours (BEGIN IMMEDIATE), so what is stored now is exact: the
+                # rows left after this are the rows inserted, and the rollup counts them.
+                newest = conn.execute("SELECT MAX(load_time) FROM module_usage").fetchone()[0]
+                if newest is not None and newest >= min(times):
+                    existing = self._existing(conn, list(times))
+                    rows = [r for r in rows if natural_key(r) not in existing]
             before = conn.total_changes
             conn.executemany(
                 "INSERT INTO module_usage (user_id, package_id, host_id, modulefile_id, jobid,"
-                " load_time) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", rows)
+                " load_time, cluster_id, userload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
             inserted = conn.total_changes - before
+            conn.executemany(
+                "INSERT INTO usage_daily (day, cluster_id, package_id, user_id, loads, user_loads,"
+                " first_load, last_load) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (day, cluster_id, package_id, user_id) DO UPDATE SET"
+                " loads = loads + excluded.loads, user_loads = user_loads + excluded.user_loads,"
+                " first_load = min(first_load, excluded.first_load),"
+                " last_load = max(last_load, excluded.last_load)", rollup_rows(rows))
             now = utc_now_text()
             before = conn.total_changes
             conn.executemany(
@@ -238,6 +287,45 @@ class SQLiteStore:
             raise
         self._ids.merge(pending)
         return CommitResult(inserted, len(batch.events) - inserted, rejected)
+
+    def _existing(self, conn: sqlite3.Connection, times: list[str]) -> set[tuple[object, ...]]:
+        """Natural keys (base.natural_key) already stored among rows with these load times."""
+        found: set[tuple[object, ...]] = set()
+        for i in range(0, len(times), _CHUNK):
+            part = times[i:i + _CHUNK]
+            marks = ",".join("?" * len(part))
+            found.update(tuple(r) for r in conn.execute(f"{_SELECT_EXISTING}({marks})", part))
+        return found
+
+    async def prune_span(self, table: str, before: str) -> tuple[int, int] | None:
+        """The id range holding every row of ``table`` (module_usage or rejected_line) older
+        than ``before`` (UTC text), or None when there is none."""
+        column = _PRUNABLE[table]
+
+        def span() -> tuple[int, int] | None:
+            row = self._connect().execute(
+                f"SELECT MIN(id), MAX(id) FROM {table} WHERE {column} < ?", (before,)).fetchone()
+            return None if row is None or row[0] is None else (int(row[0]), int(row[1]))
+        return await self._run(span)
+
+    async def prune_range(self, table: str, before: str, low: int, high: int) -> int:
+        """Delete the rows of ``table`` with ``low <= id < high`` older than ``before``, in
+        one short transaction; how many were deleted."""
+        column = _PRUNABLE[table]
+
+        def delete() -> int:
+            conn = self._connect()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                n = conn.execute(f"DELETE FROM {table} WHERE id >= ? AND id < ? AND {column} < ?",
+                                 (low, high, before)).rowcount
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return int(n)
+        return await self._run(delete)
 
     def _resolve(self, conn: sqlite3.Connection, batch: Batch) -> dict[str, dict[object, int]]:
         """Ids for every dimension value in the batch that the cache does not know yet."""
