@@ -215,5 +215,10 @@ def db_upgrade(ctx: click.Context) -> None:
     sys.exit(_run(upgrade()))
 
 
+from lmod_tracker.reports.cli import report  # noqa: E402
+
+main.add_command(report)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,0 +1,149 @@
+"""A read-only connection for reports: SQLite opened ``mode=ro``, MariaDB in a read-only
+transaction mode. Errors are classified like the writer's (errors.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lmod_tracker.config import Settings
+from lmod_tracker.errors import StoreError, classify_mysql, classify_sqlite
+
+_MYSQL_SESSION = (
+    "SET SESSION time_zone = '+00:00'",
+    "SET SESSION TRANSACTION READ ONLY",
+    "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+)
+
+
+class Reader:
+    """Runs SELECTs. ``backend`` is ``sqlite`` or ``mysql``; SQL uses ``%s`` placeholders on
+    MySQL and ``?`` on SQLite (each query module holds the text for its backend)."""
+
+    backend: str
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def table_exists(self, name: str) -> bool:
+        raise NotImplementedError
+
+
+class SQLiteReader(Reader):
+    backend = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+
+    def describe(self) -> str:
+        return f"sqlite:{self.path}"
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is None:
+            if not self.path.exists():
+                raise StoreError(f"{self.describe()}: no such database file")
+            try:
+                conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
+                                       timeout=30)
+                conn.execute("PRAGMA query_only = 1")
+                conn.execute("PRAGMA cache_size = -65536")
+            except sqlite3.Error as exc:
+                raise classify_sqlite(exc, self.describe()) from None
+            self._conn = conn
+        return self._conn
+
+    async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        conn = self._connect()
+        try:
+            return conn.execute(sql, tuple(params)).fetchall()
+        except sqlite3.Error as exc:
+            raise classify_sqlite(exc, self.describe()) from None
+
+    async def table_exists(self, name: str) -> bool:
+        found = await self.rows(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+        return bool(found)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+class MySQLReader(Reader):
+    backend = "mysql"
+
+    def __init__(self, *, host: str, port: int, user: str, password: str, database: str,
+                 unix_socket: str | None = None, timeout: float = 30.0) -> None:
+        self._params: dict[str, Any] = {
+            "host": host, "port": port, "user": user, "password": password,
+            "database": database, "unix_socket": unix_socket}
+        self.timeout = timeout
+        self._conn: Any = None
+
+    def describe(self) -> str:
+        p = self._params
+        where = f"unix:{p['unix_socket']}" if p["unix_socket"] else f"{p['host']}:{p['port']}"
+        return f"mysql://{p['user']}@{where}/{p['database']}"
+
+    async def _connect(self) -> Any:
+        if self._conn is None:
+            import asyncmy  # type: ignore[import-untyped]
+
+            p = self._params
+            kwargs: dict[str, Any] = {
+                "user": p["user"], "password": p["password"], "database": p["database"],
+                "autocommit": True, "charset": "utf8mb4", "connect_timeout": self.timeout}
+            if p["unix_socket"]:
+                kwargs["unix_socket"] = p["unix_socket"]
+            else:
+                kwargs.update(host=p["host"], port=p["port"])
+            try:
+                conn = await asyncmy.connect(**kwargs)
+                async with conn.cursor() as cur:
+                    for statement in _MYSQL_SESSION:
+                        await cur.execute(statement)
+            except Exception as exc:
+                raise classify_mysql(exc, self.describe(), self._params["password"]) from None
+            self._conn = conn
+        return self._conn
+
+    async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        conn = await self._connect()
+        try:
+            async with conn.cursor() as cur:
+                await cur.execute(sql, tuple(params) if params else None)
+                return [tuple(r) for r in await cur.fetchall()]
+        except Exception as exc:
+            raise classify_mysql(exc, self.describe(), self._params["password"]) from None
+
+    async def table_exists(self, name: str) -> bool:
+        found = await self.rows(
+            "SELECT 1 FROM information_schema.tables WHERE table_schema = DATABASE()"
+            " AND table_name = %s", (name,))
+        return bool(found)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.ensure_closed()
+            self._conn = None
+
+
+def open_reader(settings: Settings) -> Reader:
+    if settings.backend == "mysql":
+        return MySQLReader(
+            host=settings.db_host, port=settings.db_port, user=settings.db_user or "",
+            password=settings.db_pass.get_secret_value(), database=settings.db_name or "",
+            unix_socket=settings.db_socket, timeout=settings.db_timeout)
+    return SQLiteReader(Path(settings.sqlite_path))

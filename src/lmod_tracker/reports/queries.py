@@ -1,0 +1,620 @@
+"""One function per question, with the SQL it runs on each backend.
+
+Every question but ``jobs`` reads the daily rollup ``usage_daily`` (one row per UTC day,
+cluster, module version and user; it stays when old facts are pruned), so a report costs what
+the window holds in rollup rows, not in loads. ``jobs`` needs the job ids, which only the facts
+(``module_usage``) have. Small dimension tables (package, user, cluster) are read whole and
+matched in Python: module patterns, ``--exclude`` expressions and version order need no SQL.
+
+SQL is written once with ``?`` placeholders where both backends agree (``_q`` makes them
+``%s`` for MariaDB) and twice where they differ (date arithmetic). Nothing here formats
+output: each function returns :class:`~lmod_tracker.reports.result.Table` values.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import os
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from lmod_tracker.errors import SchemaError
+from lmod_tracker.reports.db import Reader
+from lmod_tracker.reports.result import Column, Table
+from lmod_tracker.reports.window import (
+    ReportError,
+    Window,
+    module_key,
+    module_text,
+    version_key,
+)
+
+Every = Literal["day", "week", "month"]
+_GLOB = re.compile(r"[*?\[]")
+_CHUNK = 500
+
+# ------------------------------------------------------------------------------------ SQL
+# Shared text uses ``?``; _q() turns it into ``%s`` for MariaDB. {where} holds the filters.
+
+SQL_TOP_VERSION = """
+SELECT r.package_id, SUM(r.{loads}) AS loads, COUNT(DISTINCT r.user_id) AS users,
+       MIN(r.first_load), MAX(r.last_load)
+FROM usage_daily r
+WHERE r.day BETWEEN ? AND ?{where}
+GROUP BY r.package_id"""
+
+SQL_TOP_PACKAGE = """
+SELECT p.name, SUM(t.loads) AS loads, COUNT(DISTINCT t.user_id) AS users,
+       MIN(t.first_load), MAX(t.last_load), COUNT(DISTINCT p.version)
+FROM (SELECT r.package_id, r.user_id, SUM(r.{loads}) AS loads,
+             MIN(r.first_load) AS first_load, MAX(r.last_load) AS last_load
+      FROM usage_daily r
+      WHERE r.day BETWEEN ? AND ?{where}
+      GROUP BY r.package_id, r.user_id) t
+JOIN package p ON p.id = t.package_id
+GROUP BY p.name"""
+
+SQL_USERS = """
+SELECT r.user_id, r.package_id, SUM(r.loads), MIN(r.first_load), MAX(r.last_load)
+FROM usage_daily r
+WHERE r.package_id IN {ids} AND r.day BETWEEN ? AND ?{where}
+GROUP BY r.user_id, r.package_id"""
+
+SQL_USER = """
+SELECT r.package_id, SUM(r.loads), SUM(r.user_loads), COUNT(DISTINCT r.day),
+       MIN(r.first_load), MAX(r.last_load)
+FROM usage_daily r
+WHERE r.user_id = ? AND r.day BETWEEN ? AND ?{where}
+GROUP BY r.package_id"""
+
+#: trend: the period of a day, per backend (weeks start on Monday).
+SQL_PERIOD = {
+    "mysql": {
+        "day": "r.day",
+        "week": "DATE_SUB(r.day, INTERVAL WEEKDAY(r.day) DAY)",
+        "month": "DATE_FORMAT(r.day, '%%Y-%%m-01')",
+    },
+    "sqlite": {
+        "day": "r.day",
+        "week": "date(r.day, '-' || ((CAST(strftime('%w', r.day) AS INTEGER) + 6) % 7)"
+                " || ' days')",
+        "month": "strftime('%Y-%m-01', r.day)",
+    },
+}
+
+SQL_TREND = """
+SELECT {period} AS period, SUM(r.loads), COUNT(DISTINCT r.user_id),
+       COUNT(DISTINCT r.package_id)
+FROM usage_daily r
+WHERE r.day BETWEEN ? AND ?{where}
+GROUP BY {period}"""
+
+#: unused: the last day (up to the window's end) each module version was loaded on; one index
+#: probe per version on (package_id, day).
+SQL_LAST_DAY = """
+SELECT p.id, (SELECT MAX(r.day) FROM usage_daily r
+              WHERE r.package_id = p.id AND r.day <= ?{where}) AS last_day
+FROM package p"""
+
+SQL_TOTALS = """
+SELECT r.package_id, SUM(r.loads), MAX(r.last_load)
+FROM usage_daily r
+WHERE r.package_id IN {ids} AND r.day <= ?{where}
+GROUP BY r.package_id"""
+
+SQL_JOBS = """
+SELECT m.jobid, m.user_id, m.package_id, COUNT(*), COUNT(DISTINCT m.host_id),
+       MIN(m.load_time), MAX(m.load_time)
+FROM module_usage m
+WHERE m.package_id IN {ids} AND m.load_time >= ? AND m.load_time < ?
+  AND m.jobid IS NOT NULL{where}
+GROUP BY m.jobid, m.user_id, m.package_id"""
+
+SQL_HEALTH_INSTANCES = """
+SELECT instance, COUNT(*), MAX(updated_at), SUM(byte_offset)
+FROM file_checkpoint
+GROUP BY instance"""
+
+SQL_HEALTH_FILES = """
+SELECT instance, path, byte_offset, updated_at
+FROM file_checkpoint
+WHERE updated_at >= ?
+ORDER BY updated_at DESC
+LIMIT 200"""
+
+SQL_HEALTH_REJECTS = """
+SELECT reason, COUNT(*), MAX(seen_at)
+FROM rejected_line
+WHERE seen_at >= ? AND seen_at < ?
+GROUP BY reason"""
+
+SQL_HEALTH_NEWEST = {
+    "newest load": "SELECT MAX(load_time) FROM module_usage",
+    "newest rollup day": "SELECT MAX(day) FROM usage_daily",
+    "schema version": "SELECT MAX(version) FROM lmod_tracker_schema",
+}
+
+
+def _q(reader: Reader, sql: str) -> str:
+    """Shared SQL for this backend: ``?`` placeholders become ``%s`` on MariaDB."""
+    if reader.backend == "mysql":
+        return sql.replace("?", "%s")
+    return sql
+
+
+def _in(n: int) -> str:
+    return "(" + ",".join("?" * n) + ")"
+
+
+def _chunks(values: Sequence[int], size: int = _CHUNK) -> Iterable[Sequence[int]]:
+    for i in range(0, len(values), size):
+        yield values[i:i + size]
+
+
+# --------------------------------------------------------------------------- value helpers
+
+
+def _time(value: Any) -> dt.datetime | None:
+    """A stored UTC time (DATETIME or SQLite text) as an aware datetime."""
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value.replace(tzinfo=dt.UTC)
+    return dt.datetime.fromisoformat(str(value)).replace(tzinfo=dt.UTC)
+
+
+def _day(value: Any) -> dt.date | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(str(value)[:10])
+
+
+def _int(value: Any) -> int:
+    return 0 if value is None else int(value)
+
+
+# ---------------------------------------------------------------------------------- scope
+
+
+@dataclass
+class Catalog:
+    """The small dimension tables, read once per command."""
+
+    packages: dict[int, tuple[str, str]]
+    clusters: dict[str, int] = field(default_factory=dict)
+
+    def text(self, package_id: int) -> str:
+        return module_text(*self.packages[package_id])
+
+    def match(self, spec: str) -> list[int]:
+        """Package ids a module spec names: ``gcc`` (every version), ``gcc/12.2.0`` (one), or
+        a shell pattern (``gcc/1*``, ``*mpi*``) matched against ``name/version`` and ``name``.
+        A spec nothing matches is an error (exit 2)."""
+        spec = spec.strip()
+        if not spec:
+            raise ReportError("empty module name")
+        if _GLOB.search(spec):
+            ids = [i for i, (n, v) in self.packages.items()
+                   if fnmatch.fnmatchcase(module_text(n, v), spec)
+                   or fnmatch.fnmatchcase(n, spec)]
+        else:
+            ids = [i for i, (n, _) in self.packages.items() if n == spec]
+            if not ids:
+                ids = [i for i, (n, v) in self.packages.items() if module_text(n, v) == spec]
+        if not ids:
+            near = sorted({n for n, _ in self.packages.values()
+                           if n.lower() == spec.split("/")[0].lower()})
+            hint = f" (known: {', '.join(near)})" if near else ""
+            raise ReportError(f"unknown module {spec!r}: no load of it is recorded{hint};"
+                              " a pattern such as 'gcc*' matches several")
+        return ids
+
+    def exclude(self, expressions: Sequence[str]) -> list[int]:
+        """Package ids whose ``name/version`` matches one of the regular expressions."""
+        patterns = []
+        for expr in expressions:
+            try:
+                patterns.append(re.compile(expr))
+            except re.error as exc:
+                raise ReportError(f"--exclude {expr!r}: not a regular expression: {exc}"
+                                  ) from None
+        return [i for i in self.packages
+                if any(p.search(self.text(i)) for p in patterns)]
+
+
+async def catalog(reader: Reader) -> Catalog:
+    if not await reader.table_exists("usage_daily"):
+        raise SchemaError(f"{reader.describe()} has no usage rollup (schema version 3): run"
+                          " `lmod-tracker db upgrade`")
+    packages = {int(i): (str(n), str(v)) for i, n, v in
+                await reader.rows("SELECT id, name, version FROM package")}
+    clusters = {str(n): int(i) for i, n in await reader.rows("SELECT id, name FROM cluster")}
+    return Catalog(packages, clusters)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What every question is restricted to: a window of UTC days and maybe one cluster."""
+
+    window: Window
+    cluster: str | None = None
+    cluster_id: int | None = None
+
+    def meta(self) -> dict[str, Any]:
+        return {"since": self.window.since.isoformat(), "until": self.window.until.isoformat(),
+                "cluster": self.cluster}
+
+
+def scope(cat: Catalog, window: Window, cluster: str | None) -> Scope:
+    if cluster is None:
+        return Scope(window)
+    if cluster not in cat.clusters:
+        known = ", ".join(sorted(cat.clusters)) or "none recorded"
+        raise ReportError(f"unknown cluster {cluster!r} (known: {known})")
+    return Scope(window, cluster, cat.clusters[cluster])
+
+
+def _cluster_filter(sc: Scope, alias: str, params: list[Any]) -> str:
+    if sc.cluster_id is None:
+        return ""
+    params.append(sc.cluster_id)
+    return f" AND {alias}.cluster_id = ?"
+
+
+async def _user_names(reader: Reader, ids: Iterable[int]) -> dict[int, str]:
+    names: dict[int, str] = {}
+    for chunk in _chunks(sorted(set(ids))):
+        for i, n in await reader.rows(
+                _q(reader, f"SELECT id, name FROM `user` WHERE id IN {_in(len(chunk))}"),
+                list(chunk)):
+            names[int(i)] = str(n)
+    return names
+
+
+def _days(window: Window) -> list[Any]:
+    return [window.since.isoformat(), window.until.isoformat()]
+
+
+# ---------------------------------------------------------------------------------- top
+
+TIME_COLUMNS = [Column("first_load", "time"), Column("last_load", "time")]
+
+
+async def top(reader: Reader, cat: Catalog, sc: Scope, *, by: Literal["package", "version"],
+              user: str | None = None, user_requested: bool = False,
+              exclude: Sequence[str] = (), limit: int = 20) -> Table:
+    """Loads, distinct users, first and last load per package or per version."""
+    params = _days(sc.window)
+    where = _cluster_filter(sc, "r", params)
+    if user is not None:
+        found = await reader.rows(_q(reader, "SELECT id FROM `user` WHERE name = ?"), [user])
+        if not found:
+            raise ReportError(f"unknown user {user!r}: no load of theirs is recorded")
+        where += " AND r.user_id = ?"
+        params.append(int(found[0][0]))
+    excluded = cat.exclude(exclude) if exclude else []
+    for chunk in _chunks(excluded):
+        where += f" AND r.package_id NOT IN {_in(len(chunk))}"
+        params.extend(chunk)
+    if user_requested:
+        where += " AND r.user_loads > 0"
+    loads = "user_loads" if user_requested else "loads"
+    meta = {**sc.meta(), "by": by, "user": user, "user_requested": user_requested,
+            "exclude": list(exclude), "limit": limit}
+    rows: list[tuple[Any, ...]]
+    if by == "version":
+        sql = SQL_TOP_VERSION.format(loads=loads, where=where)
+        rows = [(*cat.packages[int(pid)], _int(n), _int(u), _time(a), _time(b))
+                for pid, n, u, a, b in await reader.rows(_q(reader, sql), params)]
+        rows.sort(key=lambda r: (-r[2], -r[3], module_key(r[0], r[1])))
+        columns = [Column("package"), Column("version"), Column("loads", "int"),
+                   Column("users", "int"), *TIME_COLUMNS]
+    else:
+        sql = SQL_TOP_PACKAGE.format(loads=loads, where=where)
+        rows = [(str(name), _int(v), _int(n), _int(u), _time(a), _time(b))
+                for name, n, u, a, b, v in await reader.rows(_q(reader, sql), params)]
+        rows.sort(key=lambda r: (-r[2], -r[3], r[0].lower()))
+        columns = [Column("package"), Column("versions", "int"), Column("loads", "int"),
+                   Column("users", "int"), *TIME_COLUMNS]
+    total = len(rows)
+    if limit > 0:
+        rows = rows[:limit]
+    what = "user-requested loads" if user_requested else "loads"
+    table = Table("top", f"Top modules by {what}, {sc.window.since} to {sc.window.until}",
+                  columns, rows, meta)
+    if limit > 0 and total > limit:
+        table.notes.append(f"{limit} of {total} {'packages' if by == 'package' else 'versions'}"
+                           " shown (--limit 0 for all)")
+    return table
+
+
+# -------------------------------------------------------------------------------- users
+
+
+async def users(reader: Reader, cat: Catalog, sc: Scope, module: str) -> Table:
+    """Who loaded a module (every version, one version or a pattern), how often, last time."""
+    ids = cat.match(module)
+    per_user: dict[int, list[Any]] = {}
+    versions: dict[int, set[int]] = defaultdict(set)
+    for chunk in _chunks(ids):
+        params: list[Any] = [*chunk, *_days(sc.window)]
+        where = _cluster_filter(sc, "r", params)
+        sql = SQL_USERS.format(ids=_in(len(chunk)), where=where)
+        for uid, pid, n, first, last in await reader.rows(_q(reader, sql), params):
+            uid = int(uid)
+            entry = per_user.setdefault(uid, [0, None, None])
+            entry[0] += _int(n)
+            first_t, last_t = _time(first), _time(last)
+            if first_t and (entry[1] is None or first_t < entry[1]):
+                entry[1] = first_t
+            if last_t and (entry[2] is None or last_t > entry[2]):
+                entry[2] = last_t
+            versions[uid].add(int(pid))
+    names = await _user_names(reader, per_user)
+    rows = []
+    for uid, (n, first, last) in per_user.items():
+        mods = sorted((cat.packages[p] for p in versions[uid]), key=lambda m: module_key(*m))
+        rows.append((names.get(uid, f"#{uid}"), n,
+                     " ".join(module_text(*m) for m in mods), first, last))
+    rows.sort(key=lambda r: (-r[1], r[0]))
+    columns = [Column("user"), Column("loads", "int"), Column("modules"), *TIME_COLUMNS]
+    return Table("users", f"Users of {module}, {sc.window.since} to {sc.window.until}",
+                 columns, rows, {**sc.meta(), "module": module})
+
+
+# --------------------------------------------------------------------------------- user
+
+
+async def user(reader: Reader, cat: Catalog, sc: Scope, name: str) -> Table:
+    """What one user loads: per module version, loads, user-requested loads, days used."""
+    found = await reader.rows(_q(reader, "SELECT id FROM `user` WHERE name = ?"), [name])
+    if not found:
+        raise ReportError(f"unknown user {name!r}: no load of theirs is recorded")
+    params: list[Any] = [int(found[0][0]), *_days(sc.window)]
+    where = _cluster_filter(sc, "r", params)
+    rows = [(*cat.packages[int(pid)], _int(n), _int(un), _int(days), _time(a), _time(b))
+            for pid, n, un, days, a, b in
+            await reader.rows(_q(reader, SQL_USER.format(where=where)), params)]
+    rows.sort(key=lambda r: (-r[2], module_key(r[0], r[1])))
+    columns = [Column("package"), Column("version"), Column("loads", "int"),
+               Column("user_loads", "int", "user-requested"), Column("days", "int"),
+               *TIME_COLUMNS]
+    return Table("user", f"Modules loaded by {name}, {sc.window.since} to {sc.window.until}",
+                 columns, rows, {**sc.meta(), "user": name})
+
+
+# -------------------------------------------------------------------------------- trend
+
+
+def period_start(day: dt.date, every: Every) -> dt.date:
+    if every == "week":
+        return day - dt.timedelta(days=day.weekday())
+    if every == "month":
+        return day.replace(day=1)
+    return day
+
+
+def _next_period(day: dt.date, every: Every) -> dt.date:
+    if every == "day":
+        return day + dt.timedelta(days=1)
+    if every == "week":
+        return day + dt.timedelta(days=7)
+    return (day.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+
+
+def period_label(day: dt.date, every: Every) -> str:
+    return day.strftime("%Y-%m") if every == "month" else day.isoformat()
+
+
+async def trend(reader: Reader, cat: Catalog, sc: Scope, module: str | None,
+                every: Every) -> Table:
+    """Loads, distinct users and distinct module versions per day, week (from Monday) or
+    month; periods without loads are rows of zeros."""
+    params = _days(sc.window)
+    where = ""
+    if module is not None:
+        ids = cat.match(module)
+        if len(ids) > 30_000:  # pragma: no cover - more versions than any site has
+            raise ReportError(f"{module!r} matches too many module versions")
+        where += f" AND r.package_id IN {_in(len(ids))}"
+        params.extend(ids)
+    where += _cluster_filter(sc, "r", params)
+    period = SQL_PERIOD[reader.backend][every]
+    sql = SQL_TREND.format(period=period, where=where)
+    found: dict[dt.date, tuple[int, int, int]] = {}
+    for p, n, u, m in await reader.rows(_q(reader, sql), params):
+        day = _day(p)
+        assert day is not None
+        found[day] = (_int(n), _int(u), _int(m))
+    rows = []
+    day = period_start(sc.window.since, every)
+    while day <= sc.window.until:
+        n, u, m = found.get(day, (0, 0, 0))
+        rows.append((period_label(day, every), n, u, m))
+        day = _next_period(day, every)
+    columns = [Column("period", "date"), Column("loads", "int"), Column("users", "int"),
+               Column("modules", "int", "versions")]
+    title = f"Loads per {every}{' of ' + module if module else ''}," \
+            f" {sc.window.since} to {sc.window.until}"
+    table = Table("trend", title, columns, rows, {**sc.meta(), "module": module,
+                                                  "every": every})
+    if rows and (period_start(sc.window.since, every) != sc.window.since
+                 or _next_period(period_start(sc.window.until, every), every)
+                 != sc.window.until + dt.timedelta(days=1)):
+        table.notes.append("the first or last period is cut by the window")
+    return table
+
+
+# ------------------------------------------------------------------------------- unused
+
+
+async def _last_days(reader: Reader, sc: Scope) -> dict[int, dt.date | None]:
+    params: list[Any] = [sc.window.until.isoformat()]
+    where = _cluster_filter(sc, "r", params)
+    return {int(pid): _day(d) for pid, d in
+            await reader.rows(_q(reader, SQL_LAST_DAY.format(where=where)), params)}
+
+
+async def _totals(reader: Reader, sc: Scope, ids: Sequence[int]
+                  ) -> dict[int, tuple[int, dt.datetime | None]]:
+    out: dict[int, tuple[int, dt.datetime | None]] = {}
+    for chunk in _chunks(sorted(ids)):
+        params: list[Any] = [*chunk, sc.window.until.isoformat()]
+        where = _cluster_filter(sc, "r", params)
+        sql = SQL_TOTALS.format(ids=_in(len(chunk)), where=where)
+        for pid, n, last in await reader.rows(_q(reader, sql), params):
+            out[int(pid)] = (_int(n), _time(last))
+    return out
+
+
+async def unused(reader: Reader, cat: Catalog, sc: Scope,
+                 installed: Sequence[tuple[str, str]] | None) -> Table:
+    """Without ``installed``: module versions loaded before the window and not in it.
+    With Lmod's list of installed modules: installed versions without a load in the window
+    (``installed, unused``), and versions loaded in the window that are no longer installed
+    (``loaded, not installed``). Loads and last load are counted up to the window's end."""
+    last_days = await _last_days(reader, sc)
+    since = sc.window.since
+    used = {pid for pid, d in last_days.items() if d is not None and d >= since}
+    listed: list[tuple[str, str, str, int | None]] = []  # name, version, status, package id
+    if installed is None:
+        listed = [(*cat.packages[pid], "not loaded in window", pid)
+                  for pid, d in last_days.items() if d is not None and d < since]
+    else:
+        by_text = {cat.text(pid): pid for pid in cat.packages}
+        wanted = {module_text(n, v): (n, v) for n, v in installed}
+        for text, (n, v) in wanted.items():
+            pid = by_text.get(text)
+            if pid is None or pid not in used:
+                listed.append((n, v, "installed, unused", pid))
+        for pid in used:
+            if cat.text(pid) not in wanted:
+                listed.append((*cat.packages[pid], "loaded, not installed", pid))
+    totals = await _totals(reader, sc, [p for *_, p in listed if p is not None])
+    rows = []
+    for n, v, status, pid in listed:
+        loads, last = totals.get(pid, (0, None)) if pid is not None else (0, None)
+        rows.append((n, v, status, loads, last))
+    rows.sort(key=lambda r: (r[2], module_key(r[0], r[1])))
+    columns = [Column("package"), Column("version"), Column("status"),
+               Column("loads", "int", "loads (all time)"), Column("last_load", "time")]
+    table = Table("unused", f"Unused modules: no load since {since}", columns, rows,
+                  {**sc.meta(), "installed": installed is not None})
+    if installed is None:
+        table.notes.append("without --installed only versions loaded once are known;"
+                           " give Lmod's spider list to see installed versions never loaded")
+    return table
+
+
+# --------------------------------------------------------------------------------- jobs
+
+
+async def jobs(reader: Reader, cat: Catalog, sc: Scope, module: str,
+               limit: int = 1000) -> Table:
+    """Job ids (where logged) whose loads include the module, newest first."""
+    ids = cat.match(module)
+    merged: dict[tuple[str, int], list[Any]] = {}
+    for chunk in _chunks(ids):
+        params: list[Any] = [*chunk, sc.window.start_text(), sc.window.end_text()]
+        where = _cluster_filter(sc, "m", params)
+        sql = SQL_JOBS.format(ids=_in(len(chunk)), where=where)
+        for jobid, uid, pid, n, hosts, first, last in await reader.rows(_q(reader, sql),
+                                                                          params):
+            entry = merged.setdefault((str(jobid), int(uid)), [0, 0, set(), None, None])
+            entry[0] += _int(n)
+            entry[1] = max(entry[1], _int(hosts))
+            entry[2].add(int(pid))
+            first_t, last_t = _time(first), _time(last)
+            if entry[3] is None or (first_t and first_t < entry[3]):
+                entry[3] = first_t
+            if entry[4] is None or (last_t and last_t > entry[4]):
+                entry[4] = last_t
+    names = await _user_names(reader, {uid for _, uid in merged})
+    rows = []
+    for (jobid, uid), (n, hosts, pids, first, last) in merged.items():
+        mods = sorted((cat.packages[p] for p in pids), key=lambda m: module_key(*m))
+        rows.append((jobid, names.get(uid, f"#{uid}"),
+                     " ".join(module_text(*m) for m in mods), n, hosts, first, last))
+    rows.sort(key=lambda r: (r[5], version_key(r[0])), reverse=True)
+    total = len(rows)
+    if limit > 0:
+        rows = rows[:limit]
+    columns = [Column("jobid"), Column("user"), Column("modules"), Column("loads", "int"),
+               Column("hosts", "int"), *TIME_COLUMNS]
+    table = Table("jobs", f"Jobs that loaded {module}, {sc.window.since} to"
+                  f" {sc.window.until}", columns, rows, {**sc.meta(), "module": module})
+    if limit > 0 and total > limit:
+        table.notes.append(f"newest {limit} of {total} jobs shown (--limit 0 for all)")
+    return table
+
+
+# ------------------------------------------------------------------------------- health
+
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'(?:\.\.\.)?|\"(?:[^\"\\]|\\.)*\"(?:\.\.\.)?")
+_NUMBER = re.compile(r"\d+")
+
+
+def reason_kind(reason: str) -> str:
+    """A reject reason without its particulars: quoted values and numbers replaced."""
+    return _NUMBER.sub("N", _QUOTED.sub("'...'", reason))
+
+
+async def health(reader: Reader, sc: Scope) -> list[Table]:
+    """What the tracker knows about itself: per daemon instance its last commit, the files
+    it read recently (with lag when the file is readable here), rejects per reason."""
+    instances = []
+    for inst, files, updated, offset in await reader.rows(SQL_HEALTH_INSTANCES):
+        instances.append((str(inst), _int(files), _int(offset), _time(updated)))
+    instances.sort(key=lambda r: r[0])
+    t_inst = Table("instances", "Daemon instances (last commit = newest checkpoint)",
+                   [Column("instance"), Column("files", "int"), Column("bytes_read", "int"),
+                    Column("last_commit", "time")], instances, sc.meta())
+    files = []
+    for inst, path, offset, updated in await reader.rows(
+            _q(reader, SQL_HEALTH_FILES), [sc.window.start_text()]):
+        try:
+            size: int | None = os.stat(path).st_size
+        except (OSError, ValueError):
+            size = None
+        lag = None if size is None else max(size - _int(offset), 0)
+        files.append((str(inst), str(path), _int(offset), size, lag, _time(updated)))
+    t_files = Table("files", f"Files read since {sc.window.since} (size and lag where the file"
+                    " is readable here)",
+                    [Column("instance"), Column("path"), Column("offset", "int"),
+                     Column("size", "int"), Column("lag_bytes", "int"),
+                     Column("updated", "time")], files, sc.meta())
+    kinds: dict[str, list[Any]] = {}
+    for reason, n, last in await reader.rows(
+            _q(reader, SQL_HEALTH_REJECTS), [sc.window.start_text(), sc.window.end_text()]):
+        entry = kinds.setdefault(reason_kind(str(reason)), [0, None, str(reason)])
+        entry[0] += _int(n)
+        last_t = _time(last)
+        if entry[1] is None or (last_t and last_t > entry[1]):
+            entry[1] = last_t
+    rejects = sorted(((k, n, ex, last) for k, (n, last, ex) in kinds.items()),
+                     key=lambda r: (-r[1], r[0]))
+    t_rej = Table("rejects", f"Rejected lines per reason, {sc.window.since} to"
+                  f" {sc.window.until}",
+                  [Column("reason"), Column("lines", "int"), Column("example"),
+                   Column("last_seen", "time")], rejects, sc.meta())
+    facts = []
+    for what, sql in SQL_HEALTH_NEWEST.items():
+        value = (await reader.rows(sql))[0][0]
+        if what == "newest load":
+            facts.append((what, _time(value)))
+        elif what == "newest rollup day":
+            day = _day(value)
+            facts.append((what, day.isoformat() if day else None))
+        else:
+            facts.append((what, None if value is None else str(value)))
+    facts.insert(0, ("database", reader.describe()))
+    t_db = Table("database", "Database", [Column("item"), Column("value")], facts, sc.meta())
+    return [t_db, t_inst, t_files, t_rej]
