@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -423,7 +424,7 @@ async def ingest_files(settings: Settings, paths: list[Path], *, from_start: boo
                                   from_start=from_start, progress=progress)
             except OSError as exc:
                 report.error = f"cannot read: {exc.strerror or exc}"
-            except (EOFError, ValueError) as exc:  # truncated or corrupt gzip
+            except (EOFError, ValueError, zlib.error) as exc:  # truncated or corrupt gzip
                 report.error = f"cannot read: {exc}"
             except GaveUp as exc:
                 click.echo(f"lmod-tracker: {path_text(str(path))}: database failed: {exc}",
