@@ -220,5 +220,59 @@ from lmod_tracker.reports.cli import report  # noqa: E402
 main.add_command(report)
 
 
+@db.command("prune")
+@click.option("--older-than", "older_than", required=True, metavar="AGE",
+              help="Delete loads older than this: Nd, Nw, Nmo, Ny (13mo) or a date YYYY-MM-DD.")
+@click.option("--batch-rows", default=10_000, show_default=True,
+              type=click.IntRange(100, 1_000_000), help="Ids per transaction.")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bar (default: on when stderr is a terminal).")
+@click.pass_context
+def db_prune(ctx: click.Context, older_than: str, batch_rows: int,
+             progress: bool | None) -> None:
+    """Delete load rows (and rejected lines) older than AGE, in small transactions.
+
+    The daily rollup (usage_daily), the dimension tables and the checkpoints are kept.
+    """
+    from lmod_tracker.retention import cutoff_text, prune
+
+    try:
+        before = cutoff_text(older_than)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--older-than") from None
+    settings = _settings(ctx)
+    if progress is None:
+        progress = sys.stderr.isatty()
+
+    async def run() -> int:
+        from lmod_tracker.service import make_store
+
+        store = make_store(settings)
+        bar: Any = None
+
+        def advance(n: int, total: int) -> None:
+            nonlocal bar
+            if bar is None:
+                bar = click.progressbar(length=total, label="pruning", file=sys.stderr)
+                bar.__enter__()
+            bar.update(n)
+
+        try:
+            await store.open()
+            check_version(await store.schema_version(), store.describe())
+            result = await prune(store, before, step=batch_rows,  # type: ignore[arg-type]
+                                 progress=advance if progress else None)
+        finally:
+            if bar is not None:
+                bar.__exit__(None, None, None)
+            await store.close()
+        click.echo(f"deleted {result.deleted['module_usage']} loads and"
+                   f" {result.deleted['rejected_line']} rejected lines older than"
+                   f" {before[:19]} UTC from {store.describe()} (usage_daily kept)")
+        return 0
+
+    sys.exit(_run(run()))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
