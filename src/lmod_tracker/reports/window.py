@@ -90,8 +90,9 @@ def parse_day(text: str, option: str, *, today: dt.date, end: bool) -> dt.date:
 def resolve_window(since: str | None, until: str | None, *, default_since: str,
                    today: dt.date | None = None) -> Window:
     today = today or utc_today()
-    first = parse_day(since or default_since, "--since", today=today, end=False)
-    last = parse_day(until, "--until", today=today, end=True) if until else today
+    first = parse_day(default_since if since is None else since, "--since", today=today,
+                      end=False)
+    last = today if until is None else parse_day(until, "--until", today=today, end=True)
     if first > last:
         raise ReportError(f"empty window: --since {first} is after --until {last}")
     return Window(first, last)

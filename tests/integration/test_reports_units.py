@@ -1,0 +1,135 @@
+"""Report pieces without a database: windows, version order, spider parsing, and the systemd
+timer + service pair (verified, hardened, and its commands run as the unit would)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lmod_tracker.reports.spider import parse_spider
+from lmod_tracker.reports.window import ReportError, Window, resolve_window, version_key
+from tests.support import reportdata as rd
+from tests.support.databases import sqlite_handle
+
+SYSTEMD = Path(__file__).resolve().parents[2] / "systemd"
+SERVICE, TIMER = SYSTEMD / "lmod-tracker-report.service", SYSTEMD / "lmod-tracker-report.timer"
+TODAY = dt.date(2026, 3, 31)
+
+
+@pytest.mark.parametrize(("since", "until", "expected"), [
+    ("30d", None, Window(dt.date(2026, 3, 2), TODAY)),
+    ("1d", None, Window(TODAY, TODAY)),
+    ("12w", None, Window(dt.date(2026, 1, 7), TODAY)),
+    ("1mo", None, Window(dt.date(2026, 3, 1), TODAY)),  # Feb 31 -> Feb 28, then +1 day
+    ("6mo", "2026-03-15", Window(dt.date(2025, 10, 1), dt.date(2026, 3, 15))),
+    ("1y", "7d", Window(dt.date(2025, 4, 1), dt.date(2026, 3, 24))),
+    ("2026-01-01", "2026-01-01", Window(dt.date(2026, 1, 1), dt.date(2026, 1, 1))),
+])
+def test_windows(since: str, until: str | None, expected: Window) -> None:
+    assert resolve_window(since, until, default_since="30d", today=TODAY) == expected
+
+
+@pytest.mark.parametrize(("since", "until", "message"), [
+    ("30x", None, "not a date"), ("2026-13-01", None, "not a date"),
+    ("0d", None, "empty window"), ("2026-04-01", None, "empty window"),
+    ("10d", "20d", "empty window"), ("", None, "not a date"),
+])
+def test_bad_windows(since: str, until: str | None, message: str) -> None:
+    with pytest.raises(ReportError, match=message):
+        resolve_window(since, until, default_since="30d", today=TODAY)
+
+
+def test_versions_sort_as_versions() -> None:
+    versions = ["12.2.0", "9", "12.10", "9.3.0", "12", "2021.4", "1.0-rc1", "1.0", "", "12.2"]
+    assert sorted(versions, key=version_key) == [
+        "", "1.0", "1.0-rc1", "9", "9.3.0", "12", "12.2", "12.2.0", "12.10", "2021.4"]
+
+
+def test_spider_list_and_json_forms() -> None:
+    listing = "/m/core/gcc/9.3.0.lua\n/m/core/bio/samtools/1.17.lua\n/m/core/matlab.lua\n" \
+              "/other/tree/cuda/12.2\n"
+    assert parse_spider(listing, ["/m/core"]) == [
+        ("bio/samtools", "1.17"), ("cuda", "12.2"), ("gcc", "9.3.0"), ("matlab", "")]
+    doc = ('{"gcc": {"/m/gcc/9.lua": {"fullName": "gcc/9", "Version": "9"}},'
+           ' "matlab": {"/m/matlab.lua": {"fullName": "matlab", "Version": false}}}')
+    assert parse_spider(doc) == [("gcc", "9"), ("matlab", "")]
+    with pytest.raises(ReportError, match="not valid JSON"):
+        parse_spider("{nope")
+    with pytest.raises(ReportError, match="lists no modules"):
+        parse_spider("\n\n")
+
+
+# ------------------------------------------------------------------------------ systemd
+
+
+def _need_systemd() -> None:
+    if shutil.which("systemd-analyze") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("systemd-analyze missing (apt-get install systemd)")
+        pytest.skip("systemd-analyze missing (apt-get install systemd)")
+
+
+def test_timer_and_service_verify_and_are_hardened(tmp_path: Path) -> None:
+    _need_systemd()
+    for unit in (SERVICE, TIMER):
+        shutil.copy(unit, tmp_path / unit.name)
+    verify = subprocess.run(["systemd-analyze", "verify", str(tmp_path / SERVICE.name),
+                             str(tmp_path / TIMER.name)], capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stderr
+    assert verify.stderr == "", verify.stderr
+    security = subprocess.run(["systemd-analyze", "security", "--offline=true",
+                               str(tmp_path / SERVICE.name)], capture_output=True, text=True)
+    m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", security.stdout)
+    assert m, security.stdout + security.stderr
+    assert float(m.group(1)) <= 2.0, security.stdout
+    timer = TIMER.read_text()
+    assert "OnCalendar=*-*-* 05:30:00" in timer and "Persistent=true" in timer
+
+
+def _exec_lines(unit: str) -> dict[str, str]:
+    """ExecStart/ExecStartPost commands, continuation lines joined, ``$$`` made ``$``."""
+    joined = re.sub(r"\\\n\s*", "", unit)
+    out = {}
+    for line in joined.splitlines():
+        m = re.match(r"(ExecStart|ExecStartPost)=\+?(.*)", line)
+        if m:
+            out[m.group(1)] = m.group(2).replace("$$", "$")
+    return out
+
+
+def test_service_commands_write_the_page(tmp_path: Path) -> None:
+    """The unit's own commands, run as systemd would run them (with its environment), write
+    the page, with the spider list when MODULEPATH is set."""
+    spider = rd.spider_binary()
+    if spider is None:
+        pytest.skip("Lmod is not installed (apt-get install lmod)")
+    db = sqlite_handle(tmp_path / "lmod.db")
+    rd.load(db, tmp_path, rd.make_loads(n=300))
+    tree = rd.make_tree(tmp_path / "mf")
+    runtime, www = tmp_path / "run", tmp_path / "www"
+    runtime.mkdir()
+    exe = Path(sys.executable).parent / "lmod-tracker"
+    config = tmp_path / "empty.toml"
+    config.write_text("")
+    commands = _exec_lines(SERVICE.read_text())
+    env = {"PATH": "/usr/bin:/bin", "RUNTIME_DIRECTORY": str(runtime),
+           "OUTPUT_DIR": str(www), "LMOD_DIR": str(spider.parent), "MODULEPATH": str(tree),
+           "TZ": "UTC", **db.env}
+    for key in ("ExecStart", "ExecStartPost"):
+        argv = shlex.split(commands[key].replace("/opt/lmod-tracker/bin/lmod-tracker",
+                                                 str(exe))
+                           .replace("/etc/lmod-tracker/lmod-tracker.toml", str(config)))
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+    page = (www / "usage.html").read_text()
+    assert 'id="section-unused"' in page and "gcc/14.1.0" not in page  # shown as cells
+    assert "<td data-col=\"version\">14.1.0</td>" in page
+    assert oct((www / "usage.html").stat().st_mode & 0o777) == "0o644"
