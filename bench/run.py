@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import importlib.metadata
+import itertools
 import json
 import marshal
 import os
@@ -154,6 +155,21 @@ def mariadbd_pid() -> int | None:
     return None
 
 
+def _overlap(ticks: list[tuple[float, float, float | None]]) -> Overlap | None:
+    ours, db, total, both = [], [], [], 0
+    for (t0, o0, d0), (t1, o1, d1) in itertools.pairwise(ticks):
+        if d0 is None or d1 is None or t1 <= t0:
+            continue
+        o, d = (o1 - o0) / (t1 - t0), (d1 - d0) / (t1 - t0)
+        ours.append(o)
+        db.append(d)
+        total.append(o + d)
+        both += o >= 0.5 and d >= 0.5
+    if len(ours) < 3:
+        return None
+    return Overlap(len(ours), _median(ours), _median(db), _median(total), both / len(ours))
+
+
 def _diff(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else b - a
 
@@ -165,6 +181,47 @@ class Measured:
     cpu: float
     maxrss_kib: int
     db_cpu: float | None
+    overlap: Overlap | None = None
+    maxrss_all_kib: int = 0  # with the parse process
+
+
+@dataclass
+class Overlap:
+    """How our processes (lmod-tracker and its parse process) and mariadbd shared the run,
+    from their CPU times sampled every :data:`OVERLAP_TICK` seconds."""
+
+    samples: int
+    ours_cores: float         # median cores busy in our processes
+    db_cores: float           # median cores busy in mariadbd
+    total_cores: float        # median of the sum
+    both_busy: float          # share of samples where both used at least half a core
+
+    def note(self) -> str:
+        return (f"cores busy (median): ours {self.ours_cores:.2f}, mariadbd"
+                f" {self.db_cores:.2f}, together {self.total_cores:.2f}; both busy"
+                f" {self.both_busy:.0%} of the time")
+
+
+OVERLAP_TICK = 0.1
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2] if ordered else 0.0
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and its children, grandchildren, ... (from /proc/<pid>/task/*/children)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            try:
+                todo += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+    return out
 
 
 _OTHERS = (
@@ -347,10 +404,26 @@ class Env:
         # before exec: sample the child's own high-water mark instead.
         hwm = [0]
         done = threading.Event()
+        ticks: list[tuple[float, float, float | None]] = []  # (time, our CPU, mariadbd CPU)
+        hwm_all = [0]  # peak RSS of lmod-tracker and its parse process, added up
+        last_ours: dict[int, float] = {}
 
         def sample() -> None:
+            n = 0
             while not done.wait(0.05):
                 hwm[0] = max(hwm[0], proc_status_kib(proc.pid, "VmHWM") or 0)
+                n += 1
+                if n % 2:
+                    continue
+                peaks = 0
+                for pid in descendants(proc.pid):
+                    cpu = proc_cpu(pid)
+                    if cpu is not None:
+                        last_ours[pid] = cpu
+                    peaks += proc_status_kib(pid, "VmHWM") or 0
+                hwm_all[0] = max(hwm_all[0], peaks)
+                ticks.append((time.perf_counter(), sum(last_ours.values()),
+                              proc_cpu(self.mariadbd)))
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
@@ -360,7 +433,7 @@ class Env:
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
         return Measured(proc.returncode, wall, ru.ru_utime + ru.ru_stime, hwm[0],
-                        _diff(db0, proc_cpu(self.mariadbd)))
+                        _diff(db0, proc_cpu(self.mariadbd)), _overlap(ticks), hwm_all[0])
 
     def stop(self, proc: subprocess.Popen[bytes], what: str, timeout: float = 40) -> int:
         if proc.poll() is None:
@@ -485,9 +558,14 @@ def section_catchup(env: Env) -> list[Row]:
             rate = counts.total / m.wall
             env.catchup_rates[(cmd, backend)] = rate
             say(f"  {m.wall:.1f} s, {fmt_int(rate)} lines/s, CPU {m.cpu:.1f} s")
+            overlap = (f"; {m.overlap.note()}" if backend == "mysql" and m.overlap
+                       else "")
+            if m.maxrss_all_kib > m.maxrss_kib:
+                overlap += (f"; peak RSS with the parse process"
+                            f" {m.maxrss_all_kib / 1024:.0f} MiB")
             rows.append(Row(title, what, label, counts.total, m.wall, rate, m.cpu,
                             m.db_cpu if backend == "mysql" else None, m.maxrss_kib / 1024,
-                            notes=f"{stored:,} rows verified" + env.disturbed(mark)))
+                            notes=f"{stored:,} rows verified{overlap}" + env.disturbed(mark)))
     return rows
 
 

@@ -315,6 +315,16 @@ def _offset(reject: Rejected) -> int:
     return reject.offset
 
 
+class Read(NamedTuple):
+    """Bytes of one file read and cut, not parsed yet: ``start`` to ``end``, and the tail hash
+    of ``end``."""
+
+    cuts: list[Cut]
+    start: int
+    end: int
+    tail: str
+
+
 class Follower:
     """One file content being read: an open descriptor, its identity and the read offset.
 
@@ -374,7 +384,19 @@ class Follower:
         return change
 
     def read_chunk(self, *, final: bool = False) -> Chunk | None:
-        """The next chunk read from the file, or None when no byte could be consumed.
+        """The next chunk read from the file and parsed here, or None when no byte could be
+        consumed (:meth:`read` and :meth:`chunk` for parsing elsewhere)."""
+        read = self.read(final=final)
+        return None if read is None else self.chunk(read, parse_cuts(self.parser, read.cuts))
+
+    def chunk(self, read: Read, parsed: ParsedBlock) -> Chunk:
+        """The chunk of a :meth:`read`, once its lines are parsed."""
+        return Chunk(self.key, self.path, read.end, parsed.events,  # type: ignore[arg-type]
+                     parsed.rejects, parsed.foreign, read.end - read.start, time.time(),
+                     read.tail)
+
+    def read(self, *, final: bool = False) -> Read | None:
+        """Read and cut the next chunk's bytes, or None when no byte could be consumed.
 
         A chunk ends after the first block that has something to report, unless that block
         ends inside a line being skipped (then reading goes on to the line's end, so the
@@ -409,9 +431,7 @@ class Follower:
         self.idle_since = time.monotonic()
         self.tail = (tail_hash(before) if len(before) == TAIL_BYTES or len(before) == self.offset
                      else read_tail(self.fd, self.offset))
-        parsed = parse_cuts(self.parser, cuts)
-        return Chunk(self.key, self.path, self.offset, parsed.events, parsed.rejects,
-                     parsed.foreign, self.offset - start, time.time(), self.tail)
+        return Read(cuts, start, self.offset, self.tail)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import sys
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +45,8 @@ from lmod_tracker.files import (
 )
 from lmod_tracker.follow import LineCutter, parse_cuts
 from lmod_tracker.notify import Notifier, watchdog_interval
-from lmod_tracker.parse import Parser
+from lmod_tracker.parse import ParsedBlock, Parser
+from lmod_tracker.parseproc import ParseProcess
 from lmod_tracker.pipeline import END, GaveUp, Stats, Writer, backoff
 from lmod_tracker.status import Monitor, StatusServer
 from lmod_tracker.store.base import Store, check_version
@@ -63,6 +66,33 @@ def make_store(settings: Settings) -> Store:
     from lmod_tracker.store.sqlite import SQLiteStore
 
     return SQLiteStore(settings.sqlite_path, busy_timeout=settings.db_timeout)
+
+
+#: Container allocations between two young-generation collections (CPython's default is 700).
+#: The hot path makes hundreds of thousands of short-lived tuples a second, all freed by
+#: reference counting; with the default the collector runs every 700 of them, looking for
+#: cycles there are none of. Cyclic garbage (rare here) is still collected, a little later;
+#: memory stays bounded (bench/run.py measures peak RSS; README, Performance, the cost).
+GC_THRESHOLD = 50_000
+
+
+def tune_gc() -> None:
+    """Freeze what start-up allocated (never garbage) and collect the young generation less
+    often: called once the program is set up, before the hot path."""
+    gc.collect()
+    gc.freeze()
+    _, second, third = gc.get_threshold()
+    gc.set_threshold(GC_THRESHOLD, second, third)
+
+
+async def start_parsing(parser: Parser) -> ParseProcess | None:
+    """A child process for parsing, on a machine with more than one core (else None: the
+    parsing would only take turns with the rest on the one core)."""
+    if (os.cpu_count() or 1) < 2:
+        return None
+    parsing = ParseProcess(parser)
+    await parsing.start()
+    return parsing if parsing.running else None
 
 
 def make_parser(settings: Settings) -> Parser:
@@ -154,8 +184,9 @@ async def run_daemon(settings: Settings, *, once: bool = False,
                     batch_timeout=settings.batch_timeout, retry_initial=settings.retry_initial,
                     retry_max=settings.retry_max, max_attempts=5 if once else None,
                     stats=stats)
+    parser = make_parser(settings)
     tailer = Tailer(Selection(settings.log_dir, settings.file_glob, tuple(settings.exclude)),
-                    store, settings.instance, make_parser(settings), queue,
+                    store, settings.instance, parser, queue,
                     block_bytes=settings.read_block_bytes, poll_interval=settings.poll_interval,
                     rotate_wait=settings.rotate_wait,
                     start_at_end=settings.start_position == "end", stats=stats)
@@ -172,6 +203,8 @@ async def run_daemon(settings: Settings, *, once: bool = False,
             raise ConfigError(f"status_socket {settings.status_socket}: {exc}") from None
     if not once:
         tailer.start_watching()
+    tailer.parsing = await start_parsing(parser)
+    tune_gc()
     live = _Live(settings)
     writer_task = asyncio.create_task(writer.run(), name="writer")
     reader_task = asyncio.create_task(tailer.run(stop, once=once), name="reader")
@@ -207,6 +240,8 @@ async def run_daemon(settings: Settings, *, once: bool = False,
         with contextlib.suppress(asyncio.CancelledError):
             await stop_task
         tailer.close()
+        if tailer.parsing is not None:
+            await tailer.parsing.close()
         if server is not None:
             await server.close()
         await store.close()
@@ -415,12 +450,14 @@ async def ingest_files(settings: Settings, paths: list[Path], *, from_start: boo
         await store.close()
         raise  # the command line reports it (exit 3 permanent, 1 otherwise)
     parser = make_parser(settings)
+    parsing = await start_parsing(parser)
+    tune_gc()
     failed = False
     try:
         for path in paths:
             report = FileReport(path_text(str(path)))
             try:
-                await _ingest_one(store, settings, parser, path, report,
+                await _ingest_one(store, settings, parser, parsing, path, report,
                                   from_start=from_start, progress=progress)
             except OSError as exc:
                 report.error = f"cannot read: {exc.strerror or exc}"
@@ -433,6 +470,8 @@ async def ingest_files(settings: Settings, paths: list[Path], *, from_start: boo
             failed = failed or bool(report.error)
             echo(_report_line(report))
     finally:
+        if parsing is not None:
+            await parsing.close()
         await store.close()
     return 1 if failed else 0
 
@@ -447,8 +486,9 @@ def _report_line(r: FileReport) -> str:
             f" {r.rejected} rejected{resumed}{held}")
 
 
-async def _ingest_one(store: Store, settings: Settings, parser: Parser, path: Path,
-                      report: FileReport, *, from_start: bool, progress: bool) -> None:
+async def _ingest_one(store: Store, settings: Settings, parser: Parser,
+                      parsing: ParseProcess | None, path: Path, report: FileReport, *,
+                      from_start: bool, progress: bool) -> None:
     stream, raw = open_stream(str(path))
     with contextlib.ExitStack() as stack:
         stack.callback(raw.close)
@@ -480,7 +520,7 @@ async def _ingest_one(store: Store, settings: Settings, parser: Parser, path: Pa
                 length=st.st_size, label=path.name, file=sys.stderr))
         try:
             report.held_back = await _feed(stream, raw, before, offset, key, str(path),
-                                           parser, settings, queue, writer_task, bar)
+                                           parser, parsing, settings, queue, writer_task, bar)
             await queue.put(END)
             await writer_task
         finally:
@@ -501,11 +541,20 @@ def _seek_after(stream: BinaryIO, offset: int) -> bytes:
     return before
 
 
+#: Blocks being parsed at once by ``ingest`` (the child parses one while the next is read).
+_IN_FLIGHT = 2
+
+
 async def _feed(stream: object, raw: object, before: bytes, pos: int, key: FileKey, path: str,
-                parser: Parser, settings: Settings, queue: asyncio.Queue[Chunk | None],
-                writer_task: asyncio.Task[None], bar: object) -> int:
+                parser: Parser, parsing: ParseProcess | None, settings: Settings,
+                queue: asyncio.Queue[Chunk | None], writer_task: asyncio.Task[None],
+                bar: object) -> int:
     """Cut, parse and queue the rest of ``stream``; the bytes of its unterminated last line
-    left unread (the checkpoint stays before them)."""
+    left unread (the checkpoint stays before them).
+
+    With a parse process, a few blocks are parsed while the next are read; chunks are queued
+    in file order all the same.
+    """
     cutter = LineCutter(parser.max_line_bytes, parser.is_ours)
     read = stream.read  # type: ignore[attr-defined]
     tell = raw.tell  # type: ignore[attr-defined]
@@ -514,28 +563,53 @@ async def _feed(stream: object, raw: object, before: bytes, pos: int, key: FileK
     finished = stream is not raw
     shown = 0
     carry = b""
-    while True:
-        block = await asyncio.to_thread(read, settings.read_block_bytes)
-        data = carry + block if carry else block
-        end = not block
-        cut = cutter.cut(data, pos, final=end and finished)
-        carry = data[cut.consumed:]
-        pos += cut.consumed
-        if cut.consumed:
-            seg = data[max(0, cut.consumed - TAIL_BYTES):cut.consumed]
-            before = seg if len(seg) == TAIL_BYTES else (before + seg)[-TAIL_BYTES:]
-            parsed = parse_cuts(parser, [cut])
-            chunk = Chunk(key, path, pos, parsed.events, parsed.rejects, parsed.foreign,
-                          cut.consumed, time.time(), tail_hash(before))
-            put = asyncio.ensure_future(queue.put(chunk))
-            await asyncio.wait({put, writer_task}, return_when=asyncio.FIRST_COMPLETED)
-            if writer_task.done():
-                put.cancel()
-                writer_task.result()  # raises GaveUp
-                return cutter.held_back
-        if bar is not None:
-            now = tell()
-            bar.update(now - shown)  # type: ignore[attr-defined]
-            shown = now
-        if end:
-            return cutter.held_back
+    pending: deque[tuple[asyncio.Future[ParsedBlock], int, int, str]] = deque()
+
+    async def queue_oldest() -> bool:
+        """Queue the oldest parsed block; False when the writer has stopped."""
+        parsing_done, end, nbytes, tail = pending.popleft()
+        parsed = await parsing_done
+        chunk = Chunk(key, path, end, parsed.events, parsed.rejects, parsed.foreign, nbytes,
+                      time.time(), tail)
+        put = asyncio.ensure_future(queue.put(chunk))
+        await asyncio.wait({put, writer_task}, return_when=asyncio.FIRST_COMPLETED)
+        if writer_task.done():
+            put.cancel()
+            return False
+        return True
+
+    try:
+        while True:
+            block = await asyncio.to_thread(read, settings.read_block_bytes)
+            data = carry + block if carry else block
+            end = not block
+            cut = cutter.cut(data, pos, final=end and finished)
+            carry = data[cut.consumed:]
+            pos += cut.consumed
+            if cut.consumed:
+                seg = data[max(0, cut.consumed - TAIL_BYTES):cut.consumed]
+                before = seg if len(seg) == TAIL_BYTES else (before + seg)[-TAIL_BYTES:]
+                if parsing is not None:
+                    parsed: asyncio.Future[ParsedBlock] = asyncio.ensure_future(
+                        parsing.parse_cuts([cut]))
+                else:
+                    parsed = asyncio.get_running_loop().create_future()
+                    parsed.set_result(parse_cuts(parser, [cut]))
+                pending.append((parsed, pos, cut.consumed, tail_hash(before)))
+                if len(pending) >= _IN_FLIGHT and not await queue_oldest():
+                    break
+            if bar is not None:
+                now = tell()
+                bar.update(now - shown)  # type: ignore[attr-defined]
+                shown = now
+            if end:
+                while pending:
+                    if not await queue_oldest():
+                        break
+                break
+    finally:
+        for parsing_done, *_ in pending:
+            parsing_done.cancel()
+    if writer_task.done():
+        writer_task.result()  # raises GaveUp or the permanent error
+    return cutter.held_back

@@ -30,8 +30,9 @@ from lmod_tracker.files import (
     resume_point,
     start_offset,
 )
-from lmod_tracker.follow import Follower
+from lmod_tracker.follow import Follower, Read, parse_cuts
 from lmod_tracker.parse import Parser
+from lmod_tracker.parseproc import ParseProcess
 from lmod_tracker.pipeline import Stats
 from lmod_tracker.store.base import Store, StoreError
 
@@ -106,7 +107,7 @@ class Tailer:
     def __init__(self, selection: Selection, store: Store, instance: str, parser: Parser,
                  queue: asyncio.Queue[Chunk | None], *, block_bytes: int, poll_interval: float,
                  rotate_wait: float, start_at_end: bool = False,
-                 stats: Stats | None = None) -> None:
+                 stats: Stats | None = None, parsing: ParseProcess | None = None) -> None:
         self.selection = selection
         self.store = store
         self.instance = instance
@@ -117,6 +118,8 @@ class Tailer:
         self.rotate_wait = rotate_wait
         self.start_at_end = start_at_end
         self.stats = stats if stats is not None else Stats()
+        #: parses in a child process when given; else lines are parsed on a worker thread
+        self.parsing = parsing
         #: files that could not be opened or read (path -> reason), for ``run --once``'s exit
         self.unreadable: dict[str, str] = {}
         self.followers: dict[tuple[int, int], Follower] = {}
@@ -286,7 +289,12 @@ class Tailer:
                     except OSError:
                         pass
                 for _ in range(_FAIR_SHARE):
-                    chunk = await asyncio.to_thread(self._next_chunk, follower)
+                    if self.parsing is None:
+                        chunk = await asyncio.to_thread(self._next_chunk, follower)
+                    else:
+                        read = await asyncio.to_thread(self._next_read, follower)
+                        chunk = None if read is None else follower.chunk(
+                            read, await self.parsing.parse_cuts(read.cuts))
                     if chunk is None:
                         break
                     faults.point("read")
@@ -299,17 +307,22 @@ class Tailer:
                 self._maybe_drop(ident, follower)
 
     def _next_chunk(self, follower: Follower) -> Chunk | None:
+        read = self._next_read(follower)
+        return None if read is None else follower.chunk(read, parse_cuts(self.parser, read.cuts))
+
+    def _next_read(self, follower: Follower) -> Read | None:
+        """Look at the file and read and cut its next chunk (on a worker thread)."""
         try:
             change = follower.check()
             if change is not Change.NONE:
                 log.warning("file content replaced, reading it from the start",
                             file=path_text(follower.path), change=change.value)
             garbage = follower.garbage_bytes
-            chunk = follower.read_chunk()
-            if chunk is None and not follower.present and self._expired(follower):
-                chunk = follower.read_chunk(final=True)
+            read = follower.read()
+            if read is None and not follower.present and self._expired(follower):
+                read = follower.read(final=True)
             self.stats.garbage_bytes += follower.garbage_bytes - garbage
-            return chunk
+            return read
         except OSError as exc:
             self.unreadable[follower.path] = f"read failed: {exc.strerror}"
             if _repeats.allow(("read", follower.path, exc.errno)):

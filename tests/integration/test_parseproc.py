@@ -1,0 +1,94 @@
+"""Parsing in a child process gives exactly what parsing in process gives, and a child that
+dies costs nothing but speed."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+from pathlib import Path
+
+import pytest
+
+from lmod_tracker.follow import LineCutter, parse_cuts
+from lmod_tracker.parse import Parser
+from lmod_tracker.parseproc import ParseProcess
+from tests.support.loggen import write_log
+
+
+def _cuts(data: bytes, parser: Parser, block: int) -> list[list]:  # type: ignore[type-arg]
+    """The file cut as the daemon cuts it, block by block."""
+    cutter = LineCutter(parser.max_line_bytes, parser.is_ours)
+    out, pos, carry = [], 0, b""
+    for i in range(0, len(data) + 1, block):
+        piece = carry + data[i:i + block]
+        cut = cutter.cut(piece, pos, final=i + block >= len(data))
+        carry = piece[cut.consumed:]
+        pos += cut.consumed
+        out.append([cut])
+    return out
+
+
+async def test_same_result_as_in_process(tmp_path: Path) -> None:
+    log = tmp_path / "lmod.log"
+    write_log(log, 20_000, seed=5)
+    rng = random.Random(5)
+    data = bytearray(log.read_bytes())
+    for _ in range(40):  # damage: NUL runs, invalid UTF-8, over-long lines
+        at = rng.randrange(len(data))
+        data[at:at] = rng.choice([b"\0" * 300, b"\xff\xfe", b"x" * 9000 + b"\n"])
+    parser = Parser(["ModuleUsageTracking", "OldTag"])
+    proc = ParseProcess(parser)
+    await proc.start()
+    assert proc.running
+    try:
+        for cuts in _cuts(bytes(data), parser, 65536):
+            assert await proc.parse_cuts(cuts) == parse_cuts(parser, cuts)
+    finally:
+        await proc.close()
+
+
+async def test_a_dead_child_falls_back_to_parsing_in_process(tmp_path: Path) -> None:
+    log = tmp_path / "lmod.log"
+    write_log(log, 3000, seed=6)
+    parser = Parser()
+    proc = ParseProcess(parser)
+    await proc.start()
+    assert proc._proc is not None
+    batches = _cuts(log.read_bytes(), parser, 32768)
+    try:
+        assert await proc.parse_cuts(batches[0]) == parse_cuts(parser, batches[0])
+        os.kill(proc._proc.pid, signal.SIGKILL)
+        for cuts in batches[1:]:
+            assert await proc.parse_cuts(cuts) == parse_cuts(parser, cuts)
+        assert not proc.running
+    finally:
+        await proc.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_no_child_left_behind(tmp_path: Path, backend: str) -> None:
+    """`run --once` ends its parse process with itself."""
+    from tests.support.daemon import cli
+    log_dir = tmp_path / "log"
+    log_dir.mkdir()
+    counts = write_log(log_dir / "lmod.log", 5000, seed=7)
+    env = {"HOME": str(tmp_path), "LMOD_TRACKER_SQLITE_PATH": str(tmp_path / "t.db")}
+    before = _children_named("lmod_tracker.parseproc")
+    proc = cli(env, "run", "--once", "--log-dir", str(log_dir))
+    assert proc.stdout.startswith(f"{counts.valid} events committed")
+    assert _children_named("lmod_tracker.parseproc") <= before
+
+
+def _children_named(module: str) -> set[int]:
+    found = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if module.encode() in cmd:
+            found.add(int(pid))
+    return found
