@@ -602,12 +602,20 @@ class CommitCutProxy:
     """A TCP proxy in front of MariaDB that breaks the connection around a COMMIT.
 
     It reads the client's MySQL packets (3-byte length, sequence id, payload). While
-    ``arm()``-ed, the next ``COM_QUERY COMMIT`` is either forwarded and the connection reset
-    ``settle`` seconds later, before the server's answer reaches the client (``after=True``:
-    the transaction is committed but the client cannot know: an *uncertain commit*), or the
-    connection is reset without forwarding it (``after=False``: the server rolls back).
+    ``arm()``-ed, the next ``COM_QUERY COMMIT`` is handled by ``mode``:
+
+    * ``sent``: forwarded, and both connections dropped ``settle`` seconds later, before the
+      server's answer reaches the client: the transaction is committed, the client cannot
+      know (an *uncertain commit*);
+    * ``withheld``: both connections dropped instead of forwarding it: the server rolls back;
+    * ``zombie``: not forwarded, only the client's connection dropped: the server's session
+      stays open, idle inside its transaction and holding its row locks, as after a network
+      partition the server has not noticed (until ``release_zombies()``).
+
     ``cuts`` counts the connections broken so.
     """
+
+    MODES = ("sent", "withheld", "zombie")
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
@@ -617,35 +625,45 @@ class CommitCutProxy:
         self._listener.listen(32)
         self.port: int = self._listener.getsockname()[1]
         self._armed = 0
-        self._after = True
+        self._mode = "sent"
         self.settle = 0.3
         self.cuts = 0
         self.commits_seen = 0
         self._lock = threading.Lock()
         self._closing = False
         self._socks: set[socket.socket] = set()
+        self._zombies: list[socket.socket] = []
         self._thread = threading.Thread(target=self._accept, daemon=True)
 
     def start(self) -> CommitCutProxy:
         self._thread.start()
         return self
 
-    def arm(self, times: int = 1, *, after: bool = True) -> None:
+    def arm(self, times: int = 1, *, mode: str = "sent") -> None:
+        if mode not in self.MODES:
+            raise ValueError(mode)
         with self._lock:
             self._armed = times
-            self._after = after
+            self._mode = mode
 
     @property
     def armed(self) -> int:
         with self._lock:
             return self._armed
 
+    def release_zombies(self) -> None:
+        with self._lock:
+            zombies, self._zombies = self._zombies, []
+        for z in zombies:
+            _drop(z)
+
     def close(self) -> None:
         self._closing = True
         with contextlib.suppress(OSError):
             self._listener.close()
+        self.release_zombies()
         for s in list(self._socks):
-            _rst(s)
+            _drop(s)
         self._thread.join(5)
 
     def __enter__(self) -> CommitCutProxy:
@@ -663,24 +681,31 @@ class CommitCutProxy:
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
             except OSError:
-                _rst(client)
+                _drop(client)
                 continue
             upstream.settimeout(None)
             self._socks.update((client, upstream))
-            threading.Thread(target=self._down, args=(upstream, client), daemon=True).start()
-            threading.Thread(target=self._up, args=(client, upstream), daemon=True).start()
+            mute = threading.Event()  # set: the server's answers are no longer passed on
+            threading.Thread(target=self._down, args=(upstream, client, mute),
+                             daemon=True).start()
+            threading.Thread(target=self._up, args=(client, upstream, mute),
+                             daemon=True).start()
 
-    def _down(self, src: socket.socket, dst: socket.socket) -> None:
+    def _down(self, src: socket.socket, dst: socket.socket, mute: threading.Event) -> None:
         with contextlib.suppress(OSError):
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
-                dst.sendall(data)
-        _rst(dst)
-        _rst(src)
+                if not mute.is_set():
+                    dst.sendall(data)
+        _drop(dst)
+        with self._lock:
+            if src in self._zombies:
+                return
+        _drop(src)
 
-    def _up(self, src: socket.socket, dst: socket.socket) -> None:
+    def _up(self, src: socket.socket, dst: socket.socket, mute: threading.Event) -> None:
         buf = b""
         try:
             while True:
@@ -700,27 +725,43 @@ class CommitCutProxy:
                             fire = self._armed > 0
                             if fire:
                                 self._armed -= 1
-                            after = self._after
+                            mode = self._mode
                         if fire:
-                            dst.sendall(out + (packet if after else b""))
-                            if after:
+                            if out:
+                                dst.sendall(out)
+                                time.sleep(self.settle)  # their answers go back first
+                            mute.set()
+                            if mode == "sent":
+                                dst.sendall(packet)
                                 time.sleep(self.settle)  # the server commits meanwhile
                             self.cuts += 1
-                            _rst(dst)
-                            _rst(src)
+                            if mode == "zombie":
+                                with self._lock:
+                                    self._zombies.append(dst)
+                            else:
+                                _drop(dst)
+                            _drop(src)
                             return
                     out += packet
                 if out:
                     dst.sendall(out)
         except OSError:
             pass
-        _rst(dst)
-        _rst(src)
+        with self._lock:
+            if dst in self._zombies:
+                _drop(src)
+                return
+        _drop(dst)
+        _drop(src)
 
 
-def _rst(sock: socket.socket) -> None:
+def _drop(sock: socket.socket) -> None:
+    """Break a connection now: shutdown (which also wakes a thread blocked reading it), then
+    close with a reset."""
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(OSError):
         sock.close()
 
