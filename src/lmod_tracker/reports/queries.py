@@ -39,13 +39,15 @@ _CHUNK = 500
 
 # ------------------------------------------------------------------------------------ SQL
 # Shared text uses ``?``; _q() turns it into ``%s`` for MariaDB. {where} holds the filters.
+# {g} is ``+`` on SQLite: without it SQLite's planner reads a window's rows through the
+# (package_id, day) index to save the sort, one table lookup per row (3x slower over a year).
 
 SQL_TOP_VERSION = """
 SELECT r.package_id, SUM(r.{loads}) AS loads, COUNT(DISTINCT r.user_id) AS users,
        MIN(r.first_load), MAX(r.last_load)
 FROM usage_daily r
 WHERE r.day BETWEEN ? AND ?{where}
-GROUP BY r.package_id"""
+GROUP BY {g}r.package_id"""
 
 SQL_TOP_PACKAGE = """
 SELECT p.name, SUM(t.loads) AS loads, COUNT(DISTINCT t.user_id) AS users,
@@ -54,7 +56,7 @@ FROM (SELECT r.package_id, r.user_id, SUM(r.{loads}) AS loads,
              MIN(r.first_load) AS first_load, MAX(r.last_load) AS last_load
       FROM usage_daily r
       WHERE r.day BETWEEN ? AND ?{where}
-      GROUP BY r.package_id, r.user_id) t
+      GROUP BY {g}r.package_id, {g}r.user_id) t
 JOIN package p ON p.id = t.package_id
 GROUP BY p.name"""
 
@@ -71,27 +73,13 @@ FROM usage_daily r
 WHERE r.user_id = ? AND r.day BETWEEN ? AND ?{where}
 GROUP BY r.package_id"""
 
-#: trend: the period of a day, per backend (weeks start on Monday).
-SQL_PERIOD = {
-    "mysql": {
-        "day": "r.day",
-        "week": "DATE_SUB(r.day, INTERVAL WEEKDAY(r.day) DAY)",
-        "month": "DATE_FORMAT(r.day, '%%Y-%%m-01')",
-    },
-    "sqlite": {
-        "day": "r.day",
-        "week": "date(r.day, '-' || ((CAST(strftime('%w', r.day) AS INTEGER) + 6) % 7)"
-                " || ' days')",
-        "month": "strftime('%Y-%m-01', r.day)",
-    },
-}
-
+#: trend: one statement per period (a day, a week from Monday, a month), each a range of the
+#: primary key: no sort of the window's rows by an expression, about 3x faster than one GROUP BY
+#: over a year on both engines.
 SQL_TREND = """
-SELECT {period} AS period, SUM(r.loads), COUNT(DISTINCT r.user_id),
-       COUNT(DISTINCT r.package_id)
+SELECT SUM(r.loads), COUNT(DISTINCT r.user_id), COUNT(DISTINCT r.package_id)
 FROM usage_daily r
-WHERE r.day BETWEEN ? AND ?{where}
-GROUP BY {period}"""
+WHERE r.day BETWEEN ? AND ?{where}"""
 
 #: unused: the last day (up to the window's end) each module version was loaded on; one index
 #: probe per version on (package_id, day).
@@ -144,6 +132,10 @@ def _q(reader: Reader, sql: str) -> str:
     if reader.backend == "mysql":
         return sql.replace("?", "%s")
     return sql
+
+
+def _g(reader: Reader) -> str:
+    return "+" if reader.backend == "sqlite" else ""
 
 
 def _in(n: int) -> str:
@@ -311,14 +303,14 @@ async def top(reader: Reader, cat: Catalog, sc: Scope, *, by: Literal["package",
             "exclude": list(exclude), "limit": limit}
     rows: list[tuple[Any, ...]]
     if by == "version":
-        sql = SQL_TOP_VERSION.format(loads=loads, where=where)
+        sql = SQL_TOP_VERSION.format(loads=loads, where=where, g=_g(reader))
         rows = [(*cat.packages[int(pid)], _int(n), _int(u), _time(a), _time(b))
                 for pid, n, u, a, b in await reader.rows(_q(reader, sql), params)]
         rows.sort(key=lambda r: (-r[2], -r[3], module_key(r[0], r[1])))
         columns = [Column("package"), Column("version"), Column("loads", "int"),
                    Column("users", "int"), *TIME_COLUMNS]
     else:
-        sql = SQL_TOP_PACKAGE.format(loads=loads, where=where)
+        sql = SQL_TOP_PACKAGE.format(loads=loads, where=where, g=_g(reader))
         rows = [(str(name), _int(v), _int(n), _int(u), _time(a), _time(b))
                 for name, n, u, a, b, v in await reader.rows(_q(reader, sql), params)]
         rows.sort(key=lambda r: (-r[2], -r[3], r[0].lower()))
@@ -427,19 +419,17 @@ async def trend(reader: Reader, cat: Catalog, sc: Scope, module: str | None,
         where += f" AND r.package_id IN {_in(len(ids))}"
         params.extend(ids)
     where += _cluster_filter(sc, "r", params)
-    period = SQL_PERIOD[reader.backend][every]
-    sql = SQL_TREND.format(period=period, where=where)
-    found: dict[dt.date, tuple[int, int, int]] = {}
-    for p, n, u, m in await reader.rows(_q(reader, sql), params):
-        day = _day(p)
-        assert day is not None
-        found[day] = (_int(n), _int(u), _int(m))
+    sql = _q(reader, SQL_TREND.format(where=where))
     rows = []
     day = period_start(sc.window.since, every)
     while day <= sc.window.until:
-        n, u, m = found.get(day, (0, 0, 0))
-        rows.append((period_label(day, every), n, u, m))
-        day = _next_period(day, every)
+        end = _next_period(day, every)
+        first, last = max(day, sc.window.since), min(end - dt.timedelta(days=1),
+                                                        sc.window.until)
+        [(n, u, m)] = await reader.rows(sql, [first.isoformat(), last.isoformat(),
+                                              *params[2:]])
+        rows.append((period_label(day, every), _int(n), _int(u), _int(m)))
+        day = end
     columns = [Column("period", "date"), Column("loads", "int"), Column("users", "int"),
                Column("modules", "int", "versions")]
     title = f"Loads per {every}{' of ' + module if module else ''}," \
