@@ -162,6 +162,36 @@ def test_top_table_on_the_terminal_library(rdb: DbHandle) -> None:
     assert re.search(rf"\|\s*{re.escape(top[0])}\s*\|\s*\d+\s*\|\s*{len(top[1]):,}\s*\|", out)
 
 
+def test_table_on_a_real_terminal(rdb: DbHandle) -> None:
+    """On a terminal (a pty here) the table has box-drawing lines and fits the width."""
+    import pty
+    import subprocess
+    import sys
+
+    from tests.support.daemon import child_env
+
+    leader, follower = pty.openpty()
+    env = child_env({**rdb.env, "TZ": "UTC", "COLUMNS": "120", "LINES": "40"})
+    proc = subprocess.Popen([sys.executable, "-m", "lmod_tracker", "report", "top",
+                             "--limit", "3"], env=env, stdout=follower, stderr=follower)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(leader)
+    assert proc.wait(30) == 0
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode())
+    assert "━" in text or "─" in text, text
+    assert max(len(line) for line in text.splitlines()) <= 120
+    assert "3 of " in text
+
+
 # ----------------------------------------------------------------------------- users
 
 

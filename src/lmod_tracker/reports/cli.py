@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import shutil
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -94,7 +95,7 @@ def _execute(ctx: click.Context, report: str, opts: dict[str, Any],
         click.echo(to_json(report, tables, tz), nl=False)
     else:
         tty = sys.stdout.isatty()
-        width = click.get_terminal_size()[0] if tty else None
+        width = shutil.get_terminal_size().columns if tty else None
         click.echo(to_text(tables, tz, width=width, color=tty), nl=False)
 
 
