@@ -16,7 +16,7 @@ from lmod_tracker import __version__
 from lmod_tracker.reports import queries
 from lmod_tracker.reports.db import Reader
 from lmod_tracker.reports.render import Zone, in_zone, zone_name
-from lmod_tracker.reports.result import Column, Table
+from lmod_tracker.reports.result import Table
 
 __all__ = ["gather", "render"]
 
@@ -29,16 +29,9 @@ async def gather(reader: Reader, cat: queries.Catalog, sc: queries.Scope, *,
                  installed: Sequence[tuple[str, str]] | None, top_n: int = 20) -> list[Table]:
     """The tables of the page, in order: top, trend (per month), top_users, [unused],
     then the health tables."""
-    top = await queries.top(reader, cat, sc, by="package", limit=top_n)
+    top, top_users = await queries.top_with_users(reader, cat, sc, limit=top_n,
+                                                  users_of=USERS_OF, users_per=USERS_PER)
     trend = await queries.trend(reader, cat, sc, None, "month")
-    rows: list[tuple[Any, ...]] = []
-    for package in top.column("package")[:USERS_OF]:
-        of = await queries.users(reader, cat, sc, package)
-        rows.extend((package, u, n, last) for u, n, _, _, last in of.rows[:USERS_PER])
-    top_users = Table("top_users", f"Users of the top {USERS_OF} packages (at most"
-                      f" {USERS_PER} each)",
-                      [Column("package"), Column("user"), Column("loads", "int"),
-                       Column("last_load", "time")], rows, sc.meta())
     tables = [top, trend, top_users]
     if installed is not None:
         tables.append(await queries.unused(reader, cat, sc, installed))

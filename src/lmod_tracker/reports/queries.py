@@ -60,6 +60,14 @@ FROM (SELECT r.package_id, r.user_id, SUM(r.{loads}) AS loads,
 JOIN package p ON p.id = t.package_id
 GROUP BY p.name"""
 
+#: top_with_users: every (version, user) pair of the window, aggregated in Python into the top
+#: packages and their users at once (one read of the window instead of one per package).
+SQL_PAIRS = """
+SELECT r.package_id, r.user_id, SUM(r.loads), MIN(r.first_load), MAX(r.last_load)
+FROM usage_daily r
+WHERE r.day BETWEEN ? AND ?{where}
+GROUP BY {g}r.package_id, {g}r.user_id"""
+
 SQL_USERS = """
 SELECT r.user_id, r.package_id, SUM(r.loads), MIN(r.first_load), MAX(r.last_load)
 FROM usage_daily r
@@ -326,6 +334,56 @@ async def top(reader: Reader, cat: Catalog, sc: Scope, *, by: Literal["package",
         table.notes.append(f"{limit} of {total} {'packages' if by == 'package' else 'versions'}"
                            " shown (--limit 0 for all)")
     return table
+
+
+async def top_with_users(reader: Reader, cat: Catalog, sc: Scope, *, limit: int,
+                         users_of: int, users_per: int) -> tuple[Table, Table]:
+    """The same answer as :func:`top` by package, and the ``users_per`` heaviest users of each
+    of the first ``users_of`` packages (as :func:`users` would list them), from one query."""
+    params = _days(sc.window)
+    where = _cluster_filter(sc, "r", params)
+    sql = _q(reader, SQL_PAIRS.format(where=where, g=_g(reader)))
+    per_name: dict[str, list[Any]] = {}
+    per_user: dict[str, dict[int, list[Any]]] = defaultdict(dict)
+    for pid, uid, n, first, last in await reader.rows(sql, params):
+        name, version = cat.packages[int(pid)]
+        uid, loads, first_t, last_t = int(uid), _int(n), _time(first), _time(last)
+        agg = per_name.setdefault(name, [0, set(), set(), first_t, last_t])
+        agg[0] += loads
+        agg[1].add(uid)
+        agg[2].add(version)
+        if first_t and (agg[3] is None or first_t < agg[3]):
+            agg[3] = first_t
+        if last_t and (agg[4] is None or last_t > agg[4]):
+            agg[4] = last_t
+        entry = per_user[name].setdefault(uid, [0, None])
+        entry[0] += loads
+        if last_t and (entry[1] is None or last_t > entry[1]):
+            entry[1] = last_t
+    rows = [(name, len(v), n, len(u), first, last)
+            for name, (n, u, v, first, last) in per_name.items()]
+    rows.sort(key=lambda r: (-r[2], -r[3], r[0].lower()))
+    total = len(rows)
+    rows = rows[:limit] if limit > 0 else rows
+    columns = [Column("package"), Column("versions", "int"), Column("loads", "int"),
+               Column("users", "int"), *TIME_COLUMNS]
+    top_table = Table("top", f"Top modules by loads, {sc.window.since} to {sc.window.until}",
+                      columns, rows, {**sc.meta(), "by": "package", "limit": limit})
+    if limit > 0 and total > limit:
+        top_table.notes.append(f"{limit} of {total} packages shown")
+    chosen = [(r[0], sorted(per_user[r[0]].items(), key=lambda kv: -kv[1][0])) for r in
+              rows[:users_of]]
+    names = await _user_names(reader, {uid for _, us in chosen for uid, _ in us})
+    user_rows: list[tuple[Any, ...]] = []
+    for package, us in chosen:
+        listed = sorted(((names.get(uid, f"#{uid}"), n, last) for uid, (n, last) in us),
+                        key=lambda r: (-r[1], r[0]))
+        user_rows.extend((package, u, n, last) for u, n, last in listed[:users_per])
+    users_table = Table("top_users", f"Users of the top {users_of} packages (at most"
+                        f" {users_per} each)",
+                        [Column("package"), Column("user"), Column("loads", "int"),
+                         Column("last_load", "time")], user_rows, sc.meta())
+    return top_table, users_table
 
 
 # -------------------------------------------------------------------------------- users
