@@ -507,7 +507,8 @@ class Parser:
         max_line = self.max_line_bytes
         no_job = self.no_job
         fixed = self.cluster
-        cluster_of = None if fixed is not None or self._host_rule is None else self.cluster_of
+        by_rule = fixed is None and self._host_rule is not None
+        clusters = self._clusters
         pos = base_offset
         for line in _lines(block):
             n = len(line) + 1
@@ -540,7 +541,8 @@ class Parser:
                     events.append(_new(LoadEvent, (
                         second + (frac.ljust(6, "0") if frac else "000000"), user, package,
                         version, host, path, jobid,
-                        fixed if cluster_of is None else cluster_of(host), None)))
+                        clusters.get(host) or self.cluster_of(host) if by_rule else fixed,
+                        None)))
                     pos += n
                     continue
             result = parse(line.rstrip(b"\r"))

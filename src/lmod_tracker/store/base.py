@@ -262,17 +262,19 @@ def rollup_rows(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     ``cluster_id`` is 0 when the cluster is unknown.
     """
     acc: dict[tuple[Any, ...], list[Any]] = {}
-    for user_id, package_id, _, _, _, load_time, cluster_id, userload in rows:
-        key = (load_time[:10], cluster_id or 0, package_id, user_id)
-        entry = acc.get(key)
+    get = acc.get
+    for row in rows:
+        load_time = row[5]
+        key = (load_time[:10], row[6] or 0, row[1], row[0])
+        entry = get(key)
         if entry is None:
-            acc[key] = [1, 1 if userload == 1 else 0, load_time, load_time]
+            acc[key] = [1, 1 if row[7] == 1 else 0, load_time, load_time]
         else:
             entry[0] += 1
-            if userload == 1:
+            if row[7] == 1:
                 entry[1] += 1
             if load_time < entry[2]:
                 entry[2] = load_time
             elif load_time > entry[3]:
                 entry[3] = load_time
-    return [(*key, *acc[key]) for key in sorted(acc)]
+    return [(*key, *entry) for key, entry in sorted(acc.items())]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import operator
 import time
 from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
@@ -132,10 +133,11 @@ def _usage_statement(rows: list[tuple[Any, ...]]) -> tuple[str, list[tuple[Any, 
     value in some row; otherwise it falls back, silently, to text INSERTs at about half the
     rows/s. Logs without ``path=`` or ``jobid=`` (most of them) would always fall back.
     """
-    absent = [i for i in _USAGE_NULLABLE if all(r[i] is None for r in rows)] if rows else []
+    absent = [i for i in _USAGE_NULLABLE
+              if list(map(operator.itemgetter(i), rows)).count(None) == len(rows)]
     if absent:
         keep = [i for i in range(len(_USAGE_COLUMNS)) if i not in absent]
-        rows = [tuple(r[i] for i in keep) for r in rows]
+        rows = list(map(operator.itemgetter(*keep), rows))
     else:
         keep = list(range(len(_USAGE_COLUMNS)))
     return _insert_usage(tuple(keep)), rows
@@ -374,12 +376,17 @@ class MySQLStore:
             await self._rollback()
         return {FileKey(int(d), int(i), str(f)): int(o) for d, i, f, o in rows}
 
-    def prepare(self, batch: Batch) -> tuple[list[tuple[Any, ...]], set[str]] | None:
-        """The fact rows, when every dimension value has a committed id in the cache."""
+    def prepare(self, batch: Batch) -> tuple[list[tuple[Any, ...]], set[str],
+                                             list[tuple[Any, ...]]] | None:
+        """The fact rows and their rollup, when every dimension value has a committed id in
+        the cache. The rollup is used only if every row turns out to be new (the usual case
+        while catching up or following), so it is worked out while the previous batch
+        commits."""
         try:
-            return fact_rows(batch, self._ids.tables)
+            rows, times = fact_rows(batch, self._ids.tables)
         except KeyError:
             return None
+        return rows, times, rollup_rows(rows)
 
     async def commit(self, instance: str, batch: Batch,
                      prepared: object | None = None) -> CommitResult:
@@ -402,10 +409,11 @@ class MySQLStore:
     async def _commit(self, instance: str, batch: Batch, prepared: object | None
                       ) -> CommitResult:
         pending: dict[str, dict[object, int]] = {}
+        daily: list[tuple[Any, ...]] | None = None
         if prepared is None:
             prepared = self.prepare(batch)
-        if prepared is not None:  # every user, package, host and modulefile known already
-            rows, times = prepared  # type: ignore[misc]
+        if prepared is not None:  # every user, package, host, modulefile and cluster known
+            rows, times, daily = prepared  # type: ignore[misc]
         else:
             pending = await self._resolve(batch)
             rows, times = fact_rows(
@@ -417,11 +425,13 @@ class MySQLStore:
             newest = (await self._execute(_SELECT_NEWEST))[0][0]
             if newest is not None and newest >= min(times):
                 existing = set(await self._existing(list(times)))
-                rows = [r for r in rows if natural_key(r) not in existing]
+                new = [r for r in rows if natural_key(r) not in existing]
+                if len(new) < len(rows):
+                    rows, daily = new, None
         inserted = await self._executemany(*_usage_statement(rows))
         # Every row sent was inserted (strict mode: a duplicate key fails the transaction), so
         # the rollup counts exactly these, in the same transaction.
-        await self._executemany(_UPSERT_DAILY, rollup_rows(rows))
+        await self._executemany(_UPSERT_DAILY, rollup_rows(rows) if daily is None else daily)
         faults.point("insert")
 
         now = utc_now_text()
