@@ -54,8 +54,8 @@ from tests.support.proxy import FaultProxy
 from tests.support.torture import FAST_ENV, SqliteLock, TortureDaemon, World, settle
 
 LONG = os.environ.get("LMT_TORTURE_LONG", "") == "1"
-EXAMPLES = int(os.environ.get("LMT_TORTURE_EXAMPLES", "10000" if LONG else "8"))
-STEPS = int(os.environ.get("LMT_TORTURE_STEPS", "30" if LONG else "14"))
+EXAMPLES = int(os.environ.get("LMT_TORTURE_EXAMPLES", "10000" if LONG else "30"))
+STEPS = int(os.environ.get("LMT_TORTURE_STEPS", "30" if LONG else "16"))
 VERBOSE = os.environ.get("LMT_TORTURE_VERBOSE", "") == "1"
 PHASES = [Phase.explicit, Phase.reuse, Phase.generate]
 if os.environ.get("LMT_TORTURE_SHRINK", "") == "1":
@@ -173,19 +173,23 @@ class DaemonModel(RuleBasedStateMachine):
 
     @rule(before=st.integers(0, 4), abandon=st.booleans(),
           compress=st.sampled_from(["none", "now", "delay"]), header=st.integers(0, 2),
-          after=st.integers(0, 8))
+          after=st.integers(0, 8), caught_up=st.booleans())
     def rotate_create(self, before: int, abandon: bool, compress: str, header: int,
-                      after: int) -> None:
+                      after: int, caught_up: bool) -> None:
         self._step(f"rotate_create(before={before}, abandon={abandon}, compress={compress!r},"
-                   f" header={header}, after={after})")
+                   f" header={header}, after={after}, caught_up={caught_up})")
+        self._catch_up(caught_up)
         self.w.rotate_create(before_reopen=before, abandon=abandon, compress=compress,
                              header=header)
         self.w.append(after)
         self._done()
 
-    @rule(between=st.sampled_from([0, 0, 1, 3]), hole=st.booleans(), after=st.integers(0, 8))
-    def copytruncate(self, between: int, hole: bool, after: int) -> None:
-        self._step(f"copytruncate(between={between}, hole={hole}, after={after})")
+    @rule(between=st.sampled_from([0, 0, 1, 3]), hole=st.booleans(), after=st.integers(0, 8),
+          caught_up=st.booleans())
+    def copytruncate(self, between: int, hole: bool, after: int, caught_up: bool) -> None:
+        self._step(f"copytruncate(between={between}, hole={hole}, after={after},"
+                   f" caught_up={caught_up})")
+        self._catch_up(caught_up)
         self.w.copytruncate(between=between, hole=hole)
         self.w.append(after)
         self._done()
@@ -204,16 +208,21 @@ class DaemonModel(RuleBasedStateMachine):
         self.w.delete_oldest()
         self._done()
 
-    @rule(header=st.integers(1, 2), abandon=st.booleans(), after=st.integers(0, 8))
-    def recreate(self, header: int, abandon: bool, after: int) -> None:
-        self._step(f"recreate(header={header}, abandon={abandon}, after={after})")
+    @rule(header=st.integers(1, 2), abandon=st.booleans(), after=st.integers(0, 60),
+          caught_up=st.booleans())
+    def recreate(self, header: int, abandon: bool, after: int, caught_up: bool) -> None:
+        self._step(f"recreate(header={header}, abandon={abandon}, after={after},"
+                   f" caught_up={caught_up})")
+        self._catch_up(caught_up)
         self.w.recreate(header, abandon=abandon)
         self.w.append(after)
         self._done()
 
-    @rule(keep=st.sampled_from(["zero", "first", "half"]), grow=st.integers(1, 20))
-    def truncate_regrow(self, keep: str, grow: int) -> None:
-        self._step(f"truncate_regrow(keep={keep!r}, grow={grow})")
+    @rule(keep=st.sampled_from(["zero", "first", "half"]), grow=st.integers(1, 20),
+          caught_up=st.booleans())
+    def truncate_regrow(self, keep: str, grow: int, caught_up: bool) -> None:
+        self._step(f"truncate_regrow(keep={keep!r}, grow={grow}, caught_up={caught_up})")
+        self._catch_up(caught_up)
         self.w.truncate_regrow(keep, grow)
         self._done()
 
@@ -272,6 +281,22 @@ class DaemonModel(RuleBasedStateMachine):
         self._restore()
         settle(self.w, self.db, self.daemon, context=self._context)
         self._done()
+
+    @rule(seconds=st.sampled_from([0.05, 0.3]))
+    def pause(self, seconds: float) -> None:
+        """Time passes: the daemon looks at the files (or retries, if the database is down)."""
+        self._step(f"pause({seconds})")
+        time.sleep(seconds)
+        held = self.daemon.followed()
+        if held is not None:  # what it has open now, it can read to the end whatever happens
+            self.w.mark_held(held)
+        self._done()
+
+    def _catch_up(self, wanted: bool) -> None:
+        """Before a rotation: let the daemon read and commit everything first (so that what
+        follows happens below its offsets), unless the database is down."""
+        if wanted and not self.down:
+            settle(self.w, self.db, self.daemon, quiet=0.2, context=self._context)
 
     # -- the end ---------------------------------------------------------------------------
 
