@@ -62,11 +62,22 @@ GROUP BY p.name"""
 
 #: top_with_users: every (version, user) pair of the window, aggregated in Python into the top
 #: packages and their users at once (one read of the window instead of one per package).
-SQL_PAIRS = """
+#: Times come as text (compared as text, converted once per result row): decoding a DATETIME
+#: per pair costs more than the query on MariaDB.
+SQL_PAIRS = {
+    "sqlite": """
 SELECT r.package_id, r.user_id, SUM(r.loads), MIN(r.first_load), MAX(r.last_load)
 FROM usage_daily r
 WHERE r.day BETWEEN ? AND ?{where}
-GROUP BY {g}r.package_id, {g}r.user_id"""
+GROUP BY +r.package_id, +r.user_id""",
+    "mysql": """
+SELECT r.package_id, r.user_id, CAST(SUM(r.loads) AS SIGNED),
+       DATE_FORMAT(MIN(r.first_load), '%%Y-%%m-%%d %%H:%%i:%%s.%%f'),
+       DATE_FORMAT(MAX(r.last_load), '%%Y-%%m-%%d %%H:%%i:%%s.%%f')
+FROM usage_daily r
+WHERE r.day BETWEEN %s AND %s{where}
+GROUP BY r.package_id, r.user_id""",
+}
 
 SQL_USERS = """
 SELECT r.user_id, r.package_id, SUM(r.loads), MIN(r.first_load), MAX(r.last_load)
@@ -342,25 +353,31 @@ async def top_with_users(reader: Reader, cat: Catalog, sc: Scope, *, limit: int,
     of the first ``users_of`` packages (as :func:`users` would list them), from one query."""
     params = _days(sc.window)
     where = _cluster_filter(sc, "r", params)
-    sql = _q(reader, SQL_PAIRS.format(where=where, g=_g(reader)))
+    sql = SQL_PAIRS[reader.backend].format(where=_q(reader, where))
     per_name: dict[str, list[Any]] = {}
     per_user: dict[str, dict[int, list[Any]]] = defaultdict(dict)
+    packages = cat.packages
     for pid, uid, n, first, last in await reader.rows(sql, params):
-        name, version = cat.packages[int(pid)]
-        uid, loads, first_t, last_t = int(uid), _int(n), _time(first), _time(last)
-        agg = per_name.setdefault(name, [0, set(), set(), first_t, last_t])
-        agg[0] += loads
+        name, version = packages[pid]
+        agg = per_name.get(name)
+        if agg is None:
+            agg = per_name[name] = [0, set(), set(), first, last]
+        agg[0] += n
         agg[1].add(uid)
         agg[2].add(version)
-        if first_t and (agg[3] is None or first_t < agg[3]):
-            agg[3] = first_t
-        if last_t and (agg[4] is None or last_t > agg[4]):
-            agg[4] = last_t
-        entry = per_user[name].setdefault(uid, [0, None])
-        entry[0] += loads
-        if last_t and (entry[1] is None or last_t > entry[1]):
-            entry[1] = last_t
-    rows = [(name, len(v), n, len(u), first, last)
+        if first < agg[3]:
+            agg[3] = first
+        if last > agg[4]:
+            agg[4] = last
+        users_of_name = per_user[name]
+        entry = users_of_name.get(uid)
+        if entry is None:
+            users_of_name[uid] = [n, last]
+        else:
+            entry[0] += n
+            if last > entry[1]:
+                entry[1] = last
+    rows = [(name, len(v), int(n), len(u), _time(first), _time(last))
             for name, (n, u, v, first, last) in per_name.items()]
     rows.sort(key=lambda r: (-r[2], -r[3], r[0].lower()))
     total = len(rows)
@@ -376,7 +393,8 @@ async def top_with_users(reader: Reader, cat: Catalog, sc: Scope, *, limit: int,
     names = await _user_names(reader, {uid for _, us in chosen for uid, _ in us})
     user_rows: list[tuple[Any, ...]] = []
     for package, us in chosen:
-        listed = sorted(((names.get(uid, f"#{uid}"), n, last) for uid, (n, last) in us),
+        listed = sorted(((names.get(uid, f"#{uid}"), int(n), _time(last))
+                         for uid, (n, last) in us),
                         key=lambda r: (-r[1], r[0]))
         user_rows.extend((package, u, n, last) for u, n, last in listed[:users_per])
     users_table = Table("top_users", f"Users of the top {users_of} packages (at most"
