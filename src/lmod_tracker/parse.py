@@ -236,20 +236,37 @@ def _rfc5424_message(line: bytes, pos: int) -> int | str:
     return pos + 1
 
 
+class _SecondLabel:
+    """Lmod's default syshost: the second label of the host name."""
+
+    def __call__(self, host: str) -> str | None:
+        labels = host.split(".")
+        return labels[1] or None if len(labels) > 1 else None
+
+
+class _HostGroup:
+    """The one group of a regular expression searched in the host name."""
+
+    def __init__(self, rx: re.Pattern[str]) -> None:
+        self.rx = rx
+
+    def __call__(self, host: str) -> str | None:
+        m = self.rx.search(host)
+        return m.group(1) or None if m is not None else None
+
+
 def host_rule(rule: str | None) -> Callable[[str], str | None] | None:
     """The function that derives a cluster from a ``host=`` value, or None for no rule.
 
     ``rule`` is :data:`SECOND_LABEL` (``login1.frontera.tacc.utexas.edu`` -> ``frontera``,
     a host with one label has none) or a regular expression with one group, searched in the
-    host name (no match: no cluster). Raises ``ValueError`` for anything else.
+    host name (no match: no cluster). Raises ``ValueError`` for anything else. The function can
+    be pickled with the parser (for a parsing child process).
     """
     if rule is None or rule == "":
         return None
     if rule == SECOND_LABEL:
-        def second(host: str) -> str | None:
-            labels = host.split(".")
-            return labels[1] or None if len(labels) > 1 else None
-        return second
+        return _SecondLabel()
     try:
         rx = re.compile(rule)
     except re.error as exc:
@@ -258,11 +275,7 @@ def host_rule(rule: str | None) -> Callable[[str], str | None] | None:
     if rx.groups != 1:
         raise ValueError(f"cluster_from_host {rule!r} must have exactly one group"
                          f" (it has {rx.groups}), or be {SECOND_LABEL!r}")
-
-    def group(host: str) -> str | None:
-        m = rx.search(host)
-        return m.group(1) or None if m is not None else None
-    return group
+    return _HostGroup(rx)
 
 
 @dataclass(frozen=True, slots=True)

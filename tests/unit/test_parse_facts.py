@@ -7,6 +7,7 @@ Every case is checked on both parse paths: ``parse_line`` (the general path) and
 from __future__ import annotations
 
 import datetime as dt
+import pickle
 
 import pytest
 
@@ -157,3 +158,14 @@ def test_retention_ages(text: str, cutoff: dt.datetime) -> None:
 def test_bad_retention_ages(text: str) -> None:
     with pytest.raises(ValueError):
         parse_age(text, NOW)
+
+
+@pytest.mark.parametrize("settings", [
+    {}, {"cluster": "x"}, {"cluster_from_host": "second-label"},
+    {"cluster_from_host": r"^c[0-9]+-[0-9]+\.(\w+)\.", "no_job_tokens": ["-"]}])
+def test_parser_survives_pickling(settings: dict[str, object]) -> None:
+    """A parsing child process gets the parser pickled: it must parse the same."""
+    parser = Parser(**settings)  # type: ignore[arg-type]
+    copy = pickle.loads(pickle.dumps(parser))
+    line = _usual(jobid="-") + b"\n" + _usual("n1.ls6.x") + b" userload=yes\n"
+    assert copy.parse_block(line, 0) == parser.parse_block(line, 0)
