@@ -346,6 +346,10 @@ class Follower:
         # the block would be held back for ever.
         self.block_bytes = max(block_bytes, self.cutter.window)
         self.present = True           # matched by the last directory scan
+        #: the start offset is known (False while the file is held open, waiting for its first
+        #: line or for the database to say where to resume)
+        self.resolved = True
+        self.at_end = False           # start at the end if no checkpoint (start_position)
         self.idle_since = time.monotonic()
         self.size = 0
         #: hash of the bytes before ``offset``: checked on every look, so that content

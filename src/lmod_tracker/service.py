@@ -23,7 +23,7 @@ from typing import BinaryIO
 
 import click
 
-from lmod_tracker import faults, logs
+from lmod_tracker import faults, logs, retention
 from lmod_tracker.config import ConfigError, Settings
 from lmod_tracker.errors import (
     EXIT_FAILURE,
@@ -96,7 +96,7 @@ async def start_parsing(parser: Parser) -> ParseProcess | None:
 
 
 def make_parser(settings: Settings) -> Parser:
-    return Parser(settings.syslog_tag, settings.module_split, settings.max_line_bytes)
+    return Parser.from_settings(settings)
 
 
 async def prepare(store: Store, settings: Settings, *, attempts: int | None,
@@ -306,6 +306,8 @@ async def _supervise(live: _Live, monitor: Monitor, tailer: Tailer, writer: Writ
     next_summary += live.settings.summary_interval
     next_probe += PROBE_INTERVAL
     probing: asyncio.Task[None] | None = None
+    next_retention = loop.time()  # at start, then once a day
+    pruning: asyncio.Task[None] | None = None
     last_events = monitor.stats.events
     try:
         while True:
@@ -328,6 +330,10 @@ async def _supervise(live: _Live, monitor: Monitor, tailer: Tailer, writer: Writ
                 next_probe = now + PROBE_INTERVAL
                 if not writer.busy and time.time() - monitor.stats.last_commit >= PROBE_INTERVAL:
                     probing = asyncio.create_task(_probe(store, writer))
+            if now >= next_retention and (pruning is None or pruning.done()):
+                next_retention = now + RETENTION_INTERVAL
+                if live.settings.retention:
+                    pruning = asyncio.create_task(_prune(store, live.settings))
             if now >= next_status:
                 notifier.status(monitor.summary())
                 next_status = now + 5.0
@@ -339,8 +345,25 @@ async def _supervise(live: _Live, monitor: Monitor, tailer: Tailer, writer: Writ
                 last_events = stats.events
                 next_summary = now + live.settings.summary_interval
     finally:
-        if probing is not None:
-            probing.cancel()
+        for task in (probing, pruning):
+            if task is not None:
+                task.cancel()
+
+
+#: How often the daemon applies the ``retention`` setting (and once at start).
+RETENTION_INTERVAL = 24 * 3600.0
+
+
+async def _prune(store: Store, settings: Settings) -> None:
+    """Delete facts older than ``retention`` (short transactions; the writer goes on)."""
+    try:
+        result = await retention.apply_retention(store, settings)
+    except StoreError as exc:
+        log.warning("retention: pruning failed, will try again tomorrow", error=str(exc))
+        return
+    if result is not None:
+        log.info("retention: old rows deleted", retention=settings.retention,
+                 before=result.before, **result.deleted)
 
 
 async def _probe(store: Store, writer: Writer) -> None:

@@ -130,6 +130,7 @@ class Monitor:
                 "writer_stuck": self.writer_stuck(),
             },
             "files": self.files(),
+            "files_waiting": self.tailer.waiting,
             "totals": {"events": s.events, "duplicates": s.duplicates, "foreign": s.foreign,
                        "rejected": s.rejected, "refused": s.poisoned, "batches": s.batches,
                        "retries": s.retries, "bytes": s.bytes,

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fnmatch
 import os
+import resource
 import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
@@ -62,16 +64,18 @@ class Selection:
         return fnmatch.fnmatchcase(name, self.pattern) and not any(
             fnmatch.fnmatchcase(name, x) for x in self.exclude)
 
-    def scan(self) -> dict[tuple[int, int], str]:
-        """(device, inode) -> path of every regular file that matches now."""
-        found: dict[tuple[int, int], str] = {}
+    def scan(self) -> dict[tuple[int, int], Seen] | None:
+        """Every regular file that matches now, by (device, inode); None when the directory
+        cannot be listed (then nothing is concluded about the files: out of descriptors is not
+        "every file is gone")."""
+        found: dict[tuple[int, int], Seen] = {}
         try:
             entries = list(os.scandir(self.directory))
         except OSError as exc:
             if _repeats.allow(("list", self.directory)):
                 log.error("cannot list log directory", dir=str(self.directory),
                           error=exc.strerror)
-            return found
+            return None
         for entry in entries:
             if not self.matches(entry.name):
                 continue
@@ -80,8 +84,16 @@ class Selection:
             except OSError:
                 continue  # vanished between listing and stat
             if stat.S_ISREG(st.st_mode):
-                found[(st.st_dev, st.st_ino)] = entry.path
+                found[(st.st_dev, st.st_ino)] = Seen(entry.path, st.st_mtime, st.st_size)
         return found
+
+
+class Seen(NamedTuple):
+    """A file as the directory scan saw it."""
+
+    path: str
+    mtime: float
+    size: int
 
 
 class _Wake(FileSystemEventHandler):
@@ -101,13 +113,23 @@ class _Wake(FileSystemEventHandler):
                 return
 
 
+def default_max_open() -> int:
+    """Files held open at most: the descriptor limit (LimitNOFILE) less a reserve for the
+    database, the status socket, the parse process and inotify."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 16
+    return max(8, soft - 64)
+
+
 class Tailer:
     """Follows the matching files of one directory and feeds their chunks to ``queue``."""
 
     def __init__(self, selection: Selection, store: Store, instance: str, parser: Parser,
                  queue: asyncio.Queue[Chunk | None], *, block_bytes: int, poll_interval: float,
                  rotate_wait: float, start_at_end: bool = False,
-                 stats: Stats | None = None, parsing: ParseProcess | None = None) -> None:
+                 stats: Stats | None = None, parsing: ParseProcess | None = None,
+                 max_open: int | None = None) -> None:
         self.selection = selection
         self.store = store
         self.instance = instance
@@ -122,8 +144,15 @@ class Tailer:
         self.parsing = parsing
         #: files that could not be opened or read (path -> reason), for ``run --once``'s exit
         self.unreadable: dict[str, str] = {}
+        #: files held open at most (below the process's descriptor limit); more wait their turn
+        self.max_open = max_open if max_open is not None else default_max_open()
+        #: files seen but not opened at the last scan because ``max_open`` were open
+        self.waiting = 0
+        #: files read to their end and closed to make room: (dev, ino) -> size then
+        self.parked: dict[tuple[int, int], int] = {}
         self.followers: dict[tuple[int, int], Follower] = {}
-        self.wake = asyncio.Event()
+        self.wake = asyncio.Event()        # the reader has something to do
+        self._scan_due = asyncio.Event()   # the watcher should list the directory
         self.rescan = True
         self._pending = False  # a matching file waits for its first complete line
         self._last_scan = 0.0
@@ -156,49 +185,98 @@ class Tailer:
 
     def notify(self, rescan: bool) -> None:
         """A file event (from watchdog's thread, through the loop)."""
-        self.rescan = self.rescan or rescan
+        if rescan:
+            self._scan_due.set()
         self.wake.set()
 
     async def run(self, stop: asyncio.Event, *, once: bool = False) -> None:
-        """Scan and read until ``stop`` is set (or, with ``once``, until everything is read).
+        """Watch and read until ``stop`` is set (or, with ``once``, until everything is read).
 
-        A file growing costs a read; the directory is scanned, and every file looked at
-        closely (fingerprint, truncation), on events that change names and every
-        ``poll_interval`` seconds.
+        Two loops. The watcher lists the directory on events that change names and every
+        ``poll_interval`` seconds and opens every new file at once: it never waits for the
+        database or the queue, so a file rotated and compressed while the database is down or
+        the queue is full is held all the same. The reader resolves where each held file
+        starts (database), and reads: a file growing costs a read; every file is looked at
+        closely (fingerprint, truncation, tail) after a scan and every ``poll_interval``.
         """
+        await self.scan()  # the first look, and where each file starts (then READY)
+        if once:
+            await self.read_available(stop)
+            return
+        watcher = asyncio.create_task(self._watch(stop), name="watcher")
+        try:
+            while not stop.is_set():
+                self.wake.clear()
+                now = time.monotonic()
+                full = (self.rescan or self._pending
+                        or now - self._last_scan >= self.poll_interval)
+                if full:
+                    self.rescan = False
+                    self._last_scan = now
+                    await self._resolve_pending()
+                await self.read_available(stop, full=full)
+                if watcher.done():
+                    watcher.result()  # it only ends early on a bug: raise it
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), self.poll_interval)
+                    await asyncio.sleep(_COALESCE)
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+    async def _watch(self, stop: asyncio.Event) -> None:
+        """The watcher loop: look at the directory, open what is new, wake the reader."""
         while not stop.is_set():
-            self.wake.clear()
-            now = time.monotonic()
-            full = (self.rescan or self._pending
-                    or now - self._last_scan >= self.poll_interval)
-            if full:
-                self.rescan = False
-                self._last_scan = now
-                await self.scan()
-            await self.read_available(stop, full=full)
-            if once:
-                return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), self.poll_interval)
+                await asyncio.wait_for(self._scan_due.wait(), self.poll_interval)
                 await asyncio.sleep(_COALESCE)
+            self._scan_due.clear()
+            await self._look()
+            self.rescan = True
+            self.wake.set()
 
     # -- scanning --------------------------------------------------------------------------
 
     async def scan(self) -> None:
-        """Match the directory against the followed identities; start and drop followers."""
+        """Look at the directory, open what is new, and resolve where held files start."""
+        await self._look()
+        await self._resolve_pending()
+        self.first_scan.set()
+
+    async def _resolve_pending(self) -> None:
+        self._pending = False
+        for follower in list(self.followers.values()):
+            if not follower.resolved:
+                await self._resolve(follower)
+
+    async def _look(self) -> None:
+        """Match the directory against the followed identities; open, park, mark gone.
+
+        A file is opened as soon as it is seen (oldest first, up to ``max_open``), whatever the
+        database is doing: the descriptor keeps it readable through a rename, a compression or
+        a deletion. Where to start reading it is resolved afterwards, when its first line is
+        complete and the database answers.
+        """
         seen = await asyncio.to_thread(self.selection.scan)
         first = self.scans == 0
-        self._pending = False
         self.scans += 1
-        for ident, path in seen.items():
+        if seen is None:  # the directory could not be listed: conclude nothing
+            self._pending = True
+            return
+        new = []
+        for ident, entry in seen.items():
             follower = self.followers.get(ident)
             if follower is not None:
-                if follower.path != path:
-                    log.info("file renamed", old=path_text(follower.path), new=path_text(path))
-                    follower.path = path
+                if follower.path != entry.path:
+                    log.info("file renamed", old=path_text(follower.path),
+                             new=path_text(entry.path))
+                    follower.path = entry.path
                 follower.present = True
-            else:
-                await self._start(ident, path, at_end=first and self.start_at_end)
+            elif self.parked.get(ident) != entry.size:
+                new.append((entry.mtime, ident, entry.path))
+        for ident in [i for i in self.parked if i not in seen]:
+            del self.parked[ident]
         now = time.monotonic()
         for ident, follower in list(self.followers.items()):
             if ident in seen:
@@ -208,38 +286,93 @@ class Tailer:
                 follower.idle_since = now
                 log.info("file gone from the directory, reading it to the end",
                          file=path_text(follower.path), offset=follower.offset)
-        self.first_scan.set()
+        self.waiting = 0
+        for n, (_, ident, path) in enumerate(sorted(new)):
+            if len(self.followers) >= self.max_open and not self._make_room():
+                self.waiting = len(new) - n
+                self._pending = True
+                if _repeats.allow(("max_open",)):
+                    log.warning("too many files to hold open; the others wait their turn",
+                                open=len(self.followers), waiting=self.waiting,
+                                max_open=self.max_open)
+                break
+            self._open(ident, path, at_end=first and self.start_at_end)
 
-    async def _start(self, ident: tuple[int, int], path: str, *, at_end: bool) -> None:
+    def _make_room(self) -> bool:
+        """Close the longest-idle present file that is read to its end and committed (it is
+        opened again when it grows); False when none can be closed."""
+        now = time.monotonic()
+        best: tuple[float, tuple[int, int]] | None = None
+        for ident, f in self.followers.items():
+            if not (f.resolved and f.present and f.key is not None
+                    and now - f.idle_since >= self.rotate_wait):
+                continue
+            committed = self.stats.files.get(f.key)
+            if committed is None or committed[1] != f.offset:
+                continue
+            try:
+                if os.fstat(f.fd).st_size != f.offset:
+                    continue
+            except OSError:
+                continue
+            if best is None or f.idle_since < best[0]:
+                best = (f.idle_since, ident)
+        if best is None:
+            return False
+        follower = self.followers.pop(best[1])
+        self.parked[best[1]] = follower.offset
+        follower.close()
+        return True
+
+    def _open(self, ident: tuple[int, int], path: str, *, at_end: bool) -> None:
+        """Hold the file open from now on; where to read from is resolved later."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                # Out of descriptors: hold no more than what is open now.
+                self.max_open = max(1, len(self.followers))
             self.unreadable[path] = f"cannot open: {exc.strerror}"
             if _repeats.allow(("open", path, exc.errno)):
                 log.warning("cannot open log file", file=path_text(path), error=exc.strerror)
+            self._pending = True
             return
         try:
             st = os.fstat(fd)
-            if (st.st_dev, st.st_ino) != ident:
-                os.close(fd)  # replaced between scan and open; the next scan sees the new one
-                return
+        except OSError:
+            os.close(fd)
+            return
+        if (st.st_dev, st.st_ino) != ident:
+            os.close(fd)  # replaced between scan and open; the next scan sees the new one
+            return
+        follower = Follower(path, fd, st.st_dev, st.st_ino, None, 0, self.parser,
+                            self.block_bytes)
+        follower.resolved = False
+        follower.at_end = at_end
+        self.followers[ident] = follower
+        self.parked.pop(ident, None)
+
+    async def _resolve(self, follower: Follower) -> None:
+        """Find where to start reading a held file: its first line must be complete (its
+        fingerprint), and the database must say what was committed of it."""
+        path, fd = follower.path, follower.fd
+        try:
+            size = os.fstat(fd).st_size
             fingerprint = read_fingerprint(fd)
             if fingerprint is None:
-                os.close(fd)  # first line not complete yet: look again at the next wake-up
-                self._pending = True
+                self._pending = True  # first line not complete yet: look again soon
                 return
-            key = FileKey(st.st_dev, st.st_ino, fingerprint)
+            key = FileKey(follower.dev, follower.ino, fingerprint)
             faults.point("lookup")
             candidates = await self.store.checkpoint(self.instance, key)
-            proven = resume_point(candidates, lambda off: read_tail(fd, off), st.st_size)
+            proven = resume_point(candidates, lambda off: read_tail(fd, off), size)
         except StoreError as exc:
-            os.close(fd)
+            self._pending = True
             if _repeats.allow(("checkpoint", path)):
-                log.warning("cannot read checkpoint, will retry", file=path_text(path),
-                            error=str(exc))
+                log.warning("cannot read checkpoint; the file is held open meanwhile",
+                            file=path_text(path), error=str(exc))
             return
         except OSError as exc:
-            os.close(fd)
             self.unreadable[path] = f"cannot read: {exc.strerror}"
             if _repeats.allow(("read", path, exc.errno)):
                 log.warning("cannot read log file", file=path_text(path), error=exc.strerror)
@@ -248,17 +381,18 @@ class Tailer:
         checkpoint = None if proven is None else proven.offset
         # start_position = "end" skips the history of files never seen before, not of a file
         # whose content changed under its checkpoint.
-        at_end = at_end and not any(c.exact for c in candidates)
-        offset = start_offset(checkpoint, st.st_size, new_file_at_end=at_end)
-        follower = Follower(path, fd, st.st_dev, st.st_ino, key, offset, self.parser,
-                            self.block_bytes)
-        self.followers[ident] = follower
+        at_end = follower.at_end and not any(c.exact for c in candidates)
+        offset = start_offset(checkpoint, size, new_file_at_end=at_end)
+        follower.key = key
+        follower.offset = offset
+        follower.tail = read_tail(fd, offset)
+        follower.resolved = True
         if proven is not None:
             origin = "checkpoint" if proven.exact else "checkpoint of a copy"
         else:
             origin = "end" if offset else "beginning"
-        log.info("following file", file=path_text(path), inode=st.st_ino, offset=offset,
-                 size=st.st_size, start=origin,
+        log.info("following file", file=path_text(path), inode=follower.ino, offset=offset,
+                 size=size, start=origin,
                  unproven=sum(1 for c in candidates if c is not proven) or None)
         if proven is not None and proven.exact:
             # What the database says was committed, so that status shows no lag for a file
@@ -282,6 +416,8 @@ class Tailer:
         while progress and not stop.is_set():
             progress = False
             for ident, follower in list(self.followers.items()):
+                if not follower.resolved:
+                    continue
                 if not full and follower.key is not None and follower.present:
                     try:
                         if os.fstat(follower.fd).st_size == follower.offset:
@@ -333,7 +469,7 @@ class Tailer:
         return time.monotonic() - follower.idle_since >= self.rotate_wait
 
     def _maybe_drop(self, ident: tuple[int, int], follower: Follower) -> None:
-        if follower.present or not self._expired(follower):
+        if follower.present or not follower.resolved or not self._expired(follower):
             return
         try:
             size = os.fstat(follower.fd).st_size

@@ -111,3 +111,25 @@ async def test_retention_setting(db: DbHandle, tmp_path: Path,
     await store.close()
     assert result is not None and result.deleted["module_usage"] == 350 + 1234
     assert db.scalar("SELECT SUM(loads) FROM usage_daily") == 350 + 1234 + 99 + 500 + 10
+
+
+def test_daemon_applies_retention_at_start(db: DbHandle, tmp_path: Path) -> None:
+    """The daemon's ``retention`` setting prunes at start (then daily): loads of 2023 go, the
+    rollup that summarises them stays."""
+    from tests.support.daemon import Daemon, wait_until
+
+    log_dir = tmp_path / "log"
+    log_dir.mkdir()
+    line = ("Apr 27 03:22:57 node1 ModuleUsageTracking: user=u{n} module=gcc/12"
+            " host=node1 time=1682580{n:03d}.5\n")
+    (log_dir / "lmod.log").write_text("".join(line.format(n=n) for n in range(30)))
+    env = {**db.env, "HOME": str(tmp_path)}
+    cli(env, "run", "--once", "--log-dir", str(log_dir))
+    assert db.scalar("SELECT COUNT(*) FROM module_usage") == 30
+    with Daemon({**env, "LMOD_TRACKER_RETENTION": "30d"}, log_dir,
+                tmp_path / "daemon.log") as daemon:
+        wait_until(lambda: db.scalar("SELECT COUNT(*) FROM module_usage") == 0, 30,
+                   "retention to prune the old loads", on_timeout=daemon.log_text)
+        assert daemon.stop() == 0
+    assert "retention: old rows deleted" in (tmp_path / "daemon.log").read_text()
+    assert db.scalar("SELECT SUM(loads) FROM usage_daily") == 30

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from lmod_tracker.statusclient import get
-from tests.support.daemon import Daemon, cli
+from tests.support.daemon import Daemon, cli, wait_until
 from tests.support.databases import DbHandle
 from tests.support.loggen import Counts, LineFactory, write_log
 from tests.support.proxy import FaultProxy
@@ -76,6 +76,10 @@ def test_rename_rotation_while_writing(db: DbHandle, tmp_path: Path) -> None:
     writer = LogWriter(log, seed=11)
     env = {**db.env, "LMOD_TRACKER_ROTATE_WAIT": "1"}
     with Daemon(env, log_dir, tmp_path / "daemon.log") as daemon:
+        # A file renamed out of the followed names before the daemon ever looked cannot be
+        # seen (README, "One limit"): rotate only once it is following.
+        wait_until(lambda: "event=ready" in daemon.log_text(), 30, "the daemon to be ready",
+                   on_timeout=daemon.log_text)
         writer.start()
         for k in range(6):
             time.sleep(random.uniform(0.3, 0.8))
@@ -100,6 +104,10 @@ def test_copytruncate_rotation_while_writing(db: DbHandle, tmp_path: Path) -> No
     log = log_dir / "lmod.log"
     writer = LogWriter(log, seed=12)
     with Daemon(db.env, log_dir, tmp_path / "daemon.log") as daemon:
+        # A file renamed out of the followed names before the daemon ever looked cannot be
+        # seen (README, "One limit"): rotate only once it is following.
+        wait_until(lambda: "event=ready" in daemon.log_text(), 30, "the daemon to be ready",
+                   on_timeout=daemon.log_text)
         writer.start()
         for k in range(6):
             time.sleep(random.uniform(0.3, 0.8))

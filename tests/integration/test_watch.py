@@ -7,6 +7,7 @@ from pathlib import Path
 
 from lmod_tracker.events import Chunk
 from lmod_tracker.parse import Parser
+from lmod_tracker.pipeline import Stats, Writer
 from lmod_tracker.store.sqlite import SQLiteStore
 from lmod_tracker.watch import Selection, Tailer
 
@@ -31,7 +32,10 @@ async def test_new_file_is_followed_as_soon_as_its_first_line_is_complete(
     task = asyncio.create_task(tailer.run(stop))
     try:
         await asyncio.sleep(0.2)
-        assert not tailer.followers  # empty: nothing to identify it by yet
+        # Held open from the first sight (a rename or compression cannot take it away), but
+        # not read: there is no first line to identify its content by yet.
+        (follower,) = tailer.followers.values()
+        assert not follower.resolved and follower.key is None
         with log.open("ab") as fh:
             fh.write(LINE)
         tailer.notify(False)  # what a "modified" event does
@@ -41,5 +45,70 @@ async def test_new_file_is_followed_as_soon_as_its_first_line_is_complete(
         stop.set()
         tailer.wake.set()
         await asyncio.wait_for(task, 5)
+        tailer.close()
+        await store.close()
+
+
+async def test_a_file_is_held_from_first_sight_and_read_after_it_is_gone(
+        tmp_path: Path) -> None:
+    """A file first seen with an incomplete first line, then completed, renamed away and
+    deleted before the next look, is still read: the descriptor was kept from the first scan."""
+    log_dir = tmp_path / "log"
+    log_dir.mkdir()
+    log = log_dir / "lmod.log"
+    log.write_bytes(LINE[:20])
+    store = SQLiteStore(tmp_path / "t.db")
+    await store.open()
+    await store.init_schema()
+    queue: asyncio.Queue[Chunk | None] = asyncio.Queue(maxsize=8)
+    tailer = Tailer(Selection(log_dir, "lmod.log*", ("*.gz",)), store, "t", Parser(), queue,
+                    block_bytes=4096, poll_interval=3600.0, rotate_wait=0.0)
+    never = asyncio.Event()
+    try:
+        await tailer.scan()
+        with log.open("ab") as fh:
+            fh.write(LINE[20:] + LINE)
+        log.rename(log_dir / "lmod.log-1.gz")   # out of the followed names ...
+        (log_dir / "lmod.log-1.gz").unlink()    # ... and gone
+        await tailer.scan()
+        await tailer.read_available(never)
+        chunk = queue.get_nowait()
+        assert chunk is not None and len(chunk.events) == 2
+    finally:
+        tailer.close()
+        await store.close()
+
+
+async def test_no_more_files_open_than_allowed_and_none_starves(tmp_path: Path) -> None:
+    """With more files than may be held open, the files read to their end make room for the
+    others, oldest first, until every file was read."""
+    log_dir = tmp_path / "log"
+    log_dir.mkdir()
+    for i in range(12):
+        (log_dir / f"lmod.log-{i:02d}").write_bytes(b"".join(
+            LINE.replace(b"time=1.5", b"time=%d.%06d" % (i + 1, j)) for j in range(i + 1)))
+    store = SQLiteStore(tmp_path / "t.db")
+    await store.open()
+    await store.init_schema()
+    queue: asyncio.Queue[Chunk | None] = asyncio.Queue()
+    stats = Stats()
+    tailer = Tailer(Selection(log_dir, "lmod.log*", ()), store, "t", Parser(), queue,
+                    block_bytes=4096, poll_interval=3600.0, rotate_wait=0.0, stats=stats,
+                    max_open=4)
+    writer = Writer(store, "t", queue, batch_size=100, batch_timeout=0.01, stats=stats)
+    writing = asyncio.create_task(writer.run())
+    never = asyncio.Event()
+    try:
+        for _ in range(30):
+            await tailer.scan()
+            assert len(tailer.followers) <= 4
+            await tailer.read_available(never)
+            await asyncio.sleep(0.05)  # the writer commits: read files can be closed
+            if stats.events == sum(range(1, 13)):
+                break
+        assert stats.events == sum(range(1, 13))
+    finally:
+        await queue.put(None)
+        await asyncio.wait_for(writing, 10)
         tailer.close()
         await store.close()

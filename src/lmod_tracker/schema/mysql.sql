@@ -10,6 +10,14 @@
 -- inserts dimension rows in the same transaction as the facts that use them, so references are
 -- always valid; declared keys would cost about a third of the insert rate (see README, Schema).
 
+-- Created first: a database with our tables but without this one belongs to another
+-- program, while one where `db init` was interrupted has this table (maybe empty) and
+-- is completed by the next run.
+CREATE TABLE IF NOT EXISTS lmod_tracker_schema (
+    version    INT NOT NULL PRIMARY KEY,
+    applied_at DATETIME(6) NOT NULL
+) ENGINE=InnoDB;
+
 CREATE TABLE IF NOT EXISTS `user` (
     id      BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
     name    VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
@@ -116,11 +124,6 @@ CREATE TABLE IF NOT EXISTS file_checkpoint (
     PRIMARY KEY (instance, dev, ino, fingerprint),
     KEY ix_file_checkpoint_fingerprint (instance, fingerprint)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
-
-CREATE TABLE IF NOT EXISTS lmod_tracker_schema (
-    version    INT NOT NULL PRIMARY KEY,
-    applied_at DATETIME(6) NOT NULL
-) ENGINE=InnoDB;
 
 CREATE OR REPLACE VIEW overview AS
     SELECT `user`.name AS user, package.name AS package, package.version, module_usage.load_time

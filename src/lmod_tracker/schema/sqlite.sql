@@ -1,6 +1,14 @@
 -- lmod-tracker schema for the embedded SQLite store; the same tables and views as schema.sql.
 -- Times are UTC text 'YYYY-MM-DD HH:MM:SS.ffffff' (sorts like time).
 
+-- Created first: a database with our tables but without this one belongs to another
+-- program, while one where `db init` was interrupted has this table (maybe empty) and
+-- is completed by the next run.
+CREATE TABLE IF NOT EXISTS lmod_tracker_schema (
+    version    INTEGER NOT NULL PRIMARY KEY,
+    applied_at TEXT NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS user (
     id      INTEGER PRIMARY KEY,
     name    TEXT NOT NULL UNIQUE
@@ -85,11 +93,6 @@ CREATE TABLE IF NOT EXISTS file_checkpoint (
     PRIMARY KEY (instance, dev, ino, fingerprint)
 );
 CREATE INDEX IF NOT EXISTS ix_file_checkpoint_fingerprint ON file_checkpoint (instance, fingerprint);
-
-CREATE TABLE IF NOT EXISTS lmod_tracker_schema (
-    version    INTEGER NOT NULL PRIMARY KEY,
-    applied_at TEXT NOT NULL
-);
 
 CREATE VIEW IF NOT EXISTS overview AS
     SELECT user.name AS user, package.name AS package, package.version, module_usage.load_time
