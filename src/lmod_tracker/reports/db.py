@@ -14,6 +14,9 @@ from lmod_tracker.errors import StoreError, classify_mysql, classify_sqlite
 
 _MYSQL_SESSION = (
     "SET SESSION time_zone = '+00:00'",
+    # GROUP BY over a year of rollup rows builds temporary tables of a few hundred thousand
+    # groups: in memory up to 256 MiB (the 16 MiB default sends them to disk: 2x slower).
+    "SET SESSION tmp_table_size = 268435456, max_heap_table_size = 268435456",
     "SET SESSION TRANSACTION READ ONLY",
     "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
 )
