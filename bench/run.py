@@ -582,10 +582,10 @@ def fact_ddl(table: str, *, unique: bool = True) -> str:
             break
     else:
         raise BenchError("no CREATE TABLE module_usage in the schema")
-    if not unique:
-        ddl2 = re.sub(r"^\s*UNIQUE KEY[^\n]*,[ \t]*\n", "", ddl, flags=re.M)
+    if not unique:  # the key's column list may span lines
+        ddl2 = re.sub(r"\n\s*UNIQUE KEY \w+\s*\([^)]*\),", "", ddl)
         if ddl2 == ddl:
-            ddl2 = re.sub(r",\s*\n\s*UNIQUE KEY[^\n]*", "", ddl)
+            ddl2 = re.sub(r",\s*UNIQUE KEY \w+\s*\([^)]*\)", "", ddl)
         ddl = ddl2
     return ddl
 
