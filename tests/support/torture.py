@@ -533,6 +533,50 @@ class World:
         self.append(count)
         self.note(f"rewrite({count}): now {os.fstat(self.fd).st_size} bytes")
 
+    def _fill(self, rec: FileRec, fd: int, count: int) -> None:
+        """Write ``rec``'s header and ``count`` new lines into ``fd`` (at once) and record
+        them in ``rec``."""
+        data = rec.header
+        rec.lines = [(len(rec.header), None)] if rec.header else []
+        for _ in range(count):
+            n = self.next_id
+            self.next_id += 1
+            line = valid_line(n)
+            data += line
+            rec.lines.append((len(data), n))
+            self.written.add(n)
+        os.write(fd, data)
+
+    def rewrite_rotated(self, rec: FileRec, count: int) -> None:
+        """Rewrite a rotated file in place (same inode, same first line) with ``count`` new
+        lines."""
+        assert rec.name is not None and rec is not self.cur
+        fd = os.open(self.dir / rec.name, os.O_WRONLY | os.O_TRUNC)
+        try:
+            self._fill(rec, fd, count)
+        finally:
+            os.close(fd)
+        self.note(f"rewrite_rotated({rec.name}, {count})")
+
+    def replace_rotated(self, rec: FileRec, count: int) -> FileRec:
+        """Delete a rotated file and create another under its name with ``count`` new lines
+        (on ext4 it usually gets the same inode)."""
+        assert rec.name is not None and rec is not self.cur
+        name = rec.name
+        (self.dir / name).unlink()
+        rec.name = None
+        fd = os.open(self.dir / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            st = os.fstat(fd)
+            new = FileRec(f"file{len(self.files)}", name, st.st_dev, st.st_ino,
+                          header=rec.header)
+            self.files.append(new)
+            self._fill(new, fd, count)
+        finally:
+            os.close(fd)
+        self.note(f"replace_rotated({name}, {count}): inode {rec.ino} -> {new.ino}")
+        return new
+
     def truncate_regrow(self, keep: str, grow: int) -> None:
         """Truncate lmod.log below what was read and write it past its old size at once
         (before the daemon looks): ``keep`` is ``zero`` (the header is written again, so the

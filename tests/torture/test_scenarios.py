@@ -329,6 +329,32 @@ def test_h_more_rotated_files_than_descriptors(rig: Rig) -> None:
     exactly_all(w, rig, d, timeout=60)
 
 
+@pytest.mark.parametrize("how", ["rewritten", "replaced"])
+def test_h_file_closed_to_make_room_then_rewritten_with_the_same_size(rig: Rig,
+                                                                      how: str) -> None:
+    """With more files than descriptors, files read to their end are closed to make room.
+    Such a file rewritten in place (same inode, same first line) or deleted and created again
+    under its name (same inode on ext4), with exactly as many bytes as before: its new lines
+    are read all the same."""
+    w = World(rig.log_dir, header=1, first_id=1000, malformed_every=0, foreign_every=0)
+    for _ in range(30):  # ids of four digits: every line, every file the same length
+        w.append(3)
+        w.rotate_create(header=1)
+    w.append(3)
+    d = start(rig, nofile=NOFILE)
+    settle(w, rig.db, d, timeout=60)
+    open_now = d.followed() or set()
+    closed = [f for f in w.rotated() if (f.dev, f.ino) not in open_now]
+    assert closed, "no file was closed to make room"
+    size = os.path.getsize(rig.log_dir / str(closed[0].name))
+    if how == "rewritten":
+        w.rewrite_rotated(closed[0], 3)
+    else:
+        w.replace_rotated(closed[0], 3)
+    assert os.path.getsize(rig.log_dir / str(closed[0].name or w.files[-1].name)) == size
+    exactly_all(w, rig, d, timeout=30)
+
+
 # -- (i) ---------------------------------------------------------------------------------
 
 
