@@ -14,8 +14,8 @@ forwards COMMIT and resets the connection before the answer comes back (the serv
 the daemon cannot know), or resets it instead of forwarding COMMIT: the retry neither loses nor
 doubles the batch, and turns no row into a reject.
 
-CI mode: 2 kills per point and backend (20 kills; the whole file about 2.5 minutes). Long mode,
-25 per point and backend (250 kills; about 20 minutes)::
+CI mode: 2 kills per point and backend (20 kills; the whole file about 2 minutes). Long mode,
+25 per point and backend (250 kills, about 11 minutes; 60 kills took 2.5 minutes)::
 
     LMT_TORTURE_LONG=1 .venv/bin/pytest -p no:cacheprovider tests/torture/test_crash_matrix.py
 
