@@ -247,6 +247,12 @@ class Settings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
         return tuple(sources)
 
+    def mysql_params(self) -> dict[str, Any]:
+        """The keyword arguments of a MariaDB/MySQL connection (store or report reader)."""
+        return {"host": self.db_host, "port": self.db_port, "user": self.db_user or "",
+                "password": self.db_pass.get_secret_value(), "database": self.db_name or "",
+                "unix_socket": self.db_socket, "timeout": self.db_timeout}
+
     def redacted(self) -> dict[str, Any]:
         """The effective settings for logs and ``check-config``: the password is never shown."""
         out: dict[str, Any] = {}

@@ -59,10 +59,7 @@ def make_store(settings: Settings) -> Store:
     if settings.backend == "mysql":
         from lmod_tracker.store.mysql import MySQLStore
 
-        return MySQLStore(
-            host=settings.db_host, port=settings.db_port, user=settings.db_user or "",
-            password=settings.db_pass.get_secret_value(), database=settings.db_name or "",
-            unix_socket=settings.db_socket, timeout=settings.db_timeout)
+        return MySQLStore(**settings.mysql_params())
     from lmod_tracker.store.sqlite import SQLiteStore
 
     return SQLiteStore(settings.sqlite_path, busy_timeout=settings.db_timeout)

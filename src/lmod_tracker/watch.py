@@ -149,7 +149,9 @@ class Tailer:
         #: files seen but not opened at the last scan because ``max_open`` were open
         self.waiting = 0
         #: files read to their end and closed to make room: (dev, ino) -> size then
-        self.parked: dict[tuple[int, int], int] = {}
+        #: (size, mtime) then: a file is opened again when either changes (it grew, or was
+        #: rewritten in place or replaced under the same inode with as many bytes)
+        self.parked: dict[tuple[int, int], tuple[int, float]] = {}
         self.followers: dict[tuple[int, int], Follower] = {}
         self.wake = asyncio.Event()        # the reader has something to do
         self._scan_due = asyncio.Event()   # the watcher should list the directory
@@ -273,7 +275,7 @@ class Tailer:
                              new=path_text(entry.path))
                     follower.path = entry.path
                 follower.present = True
-            elif self.parked.get(ident) != entry.size:
+            elif self.parked.get(ident) != (entry.size, entry.mtime):
                 new.append((entry.mtime, ident, entry.path))
         for ident in [i for i in self.parked if i not in seen]:
             del self.parked[ident]
@@ -302,7 +304,7 @@ class Tailer:
         """Close the longest-idle present file that is read to its end and committed (it is
         opened again when it grows); False when none can be closed."""
         now = time.monotonic()
-        best: tuple[float, tuple[int, int]] | None = None
+        best: tuple[float, tuple[int, int], float] | None = None
         for ident, f in self.followers.items():
             if not (f.resolved and f.present and f.key is not None
                     and now - f.idle_since >= self.rotate_wait):
@@ -311,16 +313,17 @@ class Tailer:
             if committed is None or committed[1] != f.offset:
                 continue
             try:
-                if os.fstat(f.fd).st_size != f.offset:
-                    continue
+                st = os.fstat(f.fd)
             except OSError:
                 continue
+            if st.st_size != f.offset:
+                continue
             if best is None or f.idle_since < best[0]:
-                best = (f.idle_since, ident)
+                best = (f.idle_since, ident, st.st_mtime)
         if best is None:
             return False
         follower = self.followers.pop(best[1])
-        self.parked[best[1]] = follower.offset
+        self.parked[best[1]] = (follower.offset, best[2])
         follower.close()
         return True
 

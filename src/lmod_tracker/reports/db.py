@@ -145,8 +145,5 @@ class MySQLReader(Reader):
 
 def open_reader(settings: Settings) -> Reader:
     if settings.backend == "mysql":
-        return MySQLReader(
-            host=settings.db_host, port=settings.db_port, user=settings.db_user or "",
-            password=settings.db_pass.get_secret_value(), database=settings.db_name or "",
-            unix_socket=settings.db_socket, timeout=settings.db_timeout)
+        return MySQLReader(**settings.mysql_params())
     return SQLiteReader(Path(settings.sqlite_path))

@@ -167,6 +167,9 @@ class MySQLStore:
         # readers' checkpoint lookups take turns.
         self._lock = asyncio.Lock()
         self._ids = IdCache()
+        self._conn_id: int | None = None
+        #: the server-side id of a connection dropped after an error, ended at the next connect
+        self._abandoned: int | None = None
         #: statements sent, each as one binary (prepared) execute, bulk for many rows
         self.statements = 0
 
@@ -209,8 +212,28 @@ class MySQLStore:
             async with conn.cursor() as cur:
                 for stmt in _SESSION:
                     await self._call(cur.execute(stmt))
-            self._conn = conn
+                await self._call(cur.execute("SELECT CONNECTION_ID()"))
+                (conn_id,) = await self._call(cur.fetchone())
+                if self._abandoned is not None:
+                    await self._end_abandoned(cur)
+            self._conn, self._conn_id = conn, int(conn_id)
         return self._conn
+
+    async def _end_abandoned(self, cur: Any) -> None:
+        """End the server session of the connection this store dropped after an error.
+
+        When a connection breaks on the client's side only (a partition, a proxy), the server
+        keeps the session, inside its transaction and holding the locks on the batch's rows
+        and checkpoint, until its wait_timeout (hours): the retried batch would wait on those
+        locks. A session can always end its own user's sessions. If the old session's COMMIT
+        did reach the server, ending it changes nothing; if not, it rolls back and the retry
+        commits the batch: exactly once either way.
+        """
+        abandoned, self._abandoned = self._abandoned, None
+        # Unknown thread (1094: gone already) or not ours to end: nothing to do.
+        with contextlib.suppress(asyncmy.errors.MySQLError, TimeoutError):
+            await asyncio.wait_for(cur.execute(f"KILL CONNECTION {int(abandoned)}"),
+                                   self.timeout)
 
     async def open(self) -> None:
         async with self._lock:
@@ -226,6 +249,7 @@ class MySQLStore:
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
+            self._abandoned = self._conn_id
             with contextlib.suppress(Exception):
                 conn.close()
 
