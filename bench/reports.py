@@ -5,6 +5,9 @@ command timed as an operator runs it (a new process each time), on MariaDB and S
     .venv/bin/python bench/reports.py                 # 10M loads (about 25 minutes)
     .venv/bin/python bench/reports.py --rows 1000000  # 1M loads
     .venv/bin/python bench/reports.py --quick         # 200k loads, CI: checks it works
+    .venv/bin/python bench/reports.py --work /var/tmp/lmt-bench --buffer-pool 1G
+        # keeps the generated files, the SQLite file and a private mariadbd's data directory
+        # in /var/tmp/lmt-bench; run again with --reuse to time the reports without loading
 
 The population: 2000 users (activity ~ 1/rank**0.8), 800 packages with 1-5 versions each
 (popularity ~ 1/rank**1.1 over versions), 300 hosts on 3 clusters (each user
@@ -20,6 +23,12 @@ LOCAL INFILE`` (mariadb client) or ``executemany`` (SQLite), with the secondary 
 dropped during the load and created again after it, so the tables end up exactly as the
 schema defines them. Each command runs 3 times: the table shows the first (caches cold for
 this query) and the best wall time, including Python's start (about 0.3 s of each figure).
+
+MariaDB: by default the server of the tests (``discover_mysql``, 127.0.0.1:3306 as it is
+configured). ``--buffer-pool SIZE`` starts a private ``mariadbd`` instead (data directory in
+``WORK/mariadb``, a unix socket and a free TCP port, stopped at the end) with
+``innodb_buffer_pool_size=SIZE``: a site holding a year of rollup (about 500 MiB at 10M loads)
+sizes its buffer pool to hold it, and the shared server's 128 MiB default cannot.
 """
 
 from __future__ import annotations
@@ -33,6 +42,8 @@ import json
 import os
 import platform
 import random
+import shutil
+import socket
 import sqlite3
 import statistics
 import subprocess
@@ -48,10 +59,12 @@ sys.path.insert(0, str(ROOT))
 
 from tests.support.databases import (  # noqa: E402
     DbHandle,
+    MysqlServer,
     create_mysql_database,
     discover_mysql,
     drop_mysql_database,
     mysql_handle,
+    mysql_query,
     sqlite_handle,
 )
 
@@ -286,6 +299,61 @@ def load_sqlite(db: DbHandle, pop: Population, facts_tsv: Path, rollup_tsv: Path
     conn.close()
 
 
+# -------------------------------------------------------------------- private mariadbd
+
+
+class PrivateMariadb:
+    """A mariadbd of our own: ``datadir`` initialised once (kept for --reuse), root without a
+    password over TCP on a free port of 127.0.0.1."""
+
+    def __init__(self, datadir: Path, buffer_pool: str) -> None:
+        self.datadir = datadir
+        self.buffer_pool = buffer_pool
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    def start(self) -> MysqlServer:
+        if not (self.datadir / "mysql").is_dir():
+            self.datadir.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["mariadb-install-db", "--no-defaults", f"--datadir={self.datadir}",
+                            "--auth-root-authentication-method=normal", "--user=root",
+                            "--skip-test-db"], check=True, capture_output=True, timeout=300)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        log = (self.datadir / "server.log").open("ab")
+        self.proc = subprocess.Popen(
+            ["mariadbd", "--no-defaults", f"--datadir={self.datadir}", "--user=root",
+             "--bind-address=127.0.0.1", f"--port={self.port}",
+             f"--socket={self.datadir / 'mysqld.sock'}",
+             f"--pid-file={self.datadir / 'mysqld.pid'}",
+             f"--innodb-buffer-pool-size={self.buffer_pool}",
+             "--innodb-log-file-size=512M", "--local-infile=1", "--skip-log-bin"],
+            stdout=log, stderr=log)
+        server = MysqlServer("127.0.0.1", self.port, "root", "")
+        deadline = time.monotonic() + 120
+        while True:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"private mariadbd exited: see {self.datadir / 'server.log'}")
+            try:
+                mysql_query(server, "SELECT 1")
+                return server
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
 # ------------------------------------------------------------------------------ timing
 
 
@@ -373,53 +441,97 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--keep", action="store_true", help="keep the databases (prints where)")
+    ap.add_argument("--work", type=Path, help="directory for the generated files and"
+                    " databases (kept); default: a temporary one, removed at the end")
+    ap.add_argument("--reuse", action="store_true", help="use the files and databases a"
+                    " previous run left in --work (same --rows, --seed and day) instead of"
+                    " generating and loading them again")
+    ap.add_argument("--buffer-pool", metavar="SIZE", help="run MariaDB on a private mariadbd"
+                    " (data in WORK/mariadb) with innodb_buffer_pool_size=SIZE, e.g. 1G")
+    ap.add_argument("--only", action="append", default=[], metavar="TEXT",
+                    help="time only the commands whose text contains TEXT (repeatable)")
     args = ap.parse_args()
     rows = 200_000 if args.quick else args.rows
     runs = 1 if args.quick else args.runs
     today = dt.datetime.now(dt.UTC).date()
     rng = random.Random(args.seed)
     pop = population(rng)
-    work = Path(tempfile.mkdtemp(prefix="lmt-bench-reports-"))
-    say(f"generating {rows:,} loads over 365 days into {work}")
-    t0 = time.perf_counter()
-    facts_tsv, rollup_tsv, rollup_rows = generate(pop, rows, args.seed, today, work)
-    say(f"generated in {time.perf_counter() - t0:.0f} s: {rows:,} facts,"
-        f" {rollup_rows:,} rollup rows ({rollup_rows / rows:.1%} of the facts),"
-        f" {len(pop.packages):,} module versions")
+    temporary = args.work is None
+    work = Path(tempfile.mkdtemp(prefix="lmt-bench-reports-")) if temporary else args.work
+    work.mkdir(parents=True, exist_ok=True)
+    stamp = {"rows": rows, "seed": args.seed, "today": today.isoformat()}
+    state_file = work / "state.json"
+    state = json.loads(state_file.read_text()) if args.reuse and state_file.exists() else {}
+    if args.reuse and state.get("stamp") != stamp:
+        raise SystemExit(f"--reuse: {work} holds {state.get('stamp')}, not {stamp}")
+    if state:
+        rollup_rows = int(state["rollup_rows"])
+        facts_tsv, rollup_tsv = work / "facts.tsv", work / "rollup.tsv"
+        say(f"reusing {work}: {rows:,} facts, {rollup_rows:,} rollup rows")
+    else:
+        say(f"generating {rows:,} loads over 365 days into {work}")
+        t0 = time.perf_counter()
+        facts_tsv, rollup_tsv, rollup_rows = generate(pop, rows, args.seed, today, work)
+        say(f"generated in {time.perf_counter() - t0:.0f} s: {rows:,} facts,"
+            f" {rollup_rows:,} rollup rows ({rollup_rows / rows:.1%} of the facts),"
+            f" {len(pop.packages):,} module versions")
+        state = {"stamp": stamp, "rollup_rows": rollup_rows, "loaded": {}}
     spider = spider_json(pop, work, random.Random(args.seed + 2))
     cmds = commands(pop, work, spider)
+    if args.only:
+        cmds = [c for c in cmds if any(t in " ".join(c) for t in args.only)]
     timings: list[Timing] = []
     loads: dict[str, float] = {}
     start = python_start()
     say(f"python + lmod-tracker start: {start:.2f} s")
+
+    def save() -> None:
+        if not temporary:
+            state_file.write_text(json.dumps(state))
+
     for kind in args.backends.split(","):
         t0 = time.perf_counter()
         if kind == "mysql":
-            server = discover_mysql()
-            name = create_mysql_database(server)
-            db = mysql_handle(server, name)
-            say(f"loading MariaDB database {name}")
+            private = PrivateMariadb(work / "mariadb", args.buffer_pool) \
+                if args.buffer_pool else None
+            server = private.start() if private else discover_mysql()
+            key = f"mysql:{args.buffer_pool or 'shared'}"
+            name = state["loaded"].get(key)
             try:
-                load_mysql(db, pop, facts_tsv, rollup_tsv)
-                loads[kind] = time.perf_counter() - t0
+                db = mysql_handle(server, name) if name else None
+                if db is None:
+                    name = create_mysql_database(server)
+                    db = mysql_handle(server, name)
+                    say(f"loading MariaDB database {name}")
+                    load_mysql(db, pop, facts_tsv, rollup_tsv)
+                    loads[kind] = time.perf_counter() - t0
+                    if args.keep or not temporary:
+                        state["loaded"][key] = name
+                        save()
                 check(db, rows, rollup_rows)
                 timings += time_commands(db.env, "MariaDB", cmds, runs)
             finally:
-                if not args.keep:
-                    drop_mysql_database(server, name)
+                if not (args.keep or not temporary):
+                    drop_mysql_database(server, name) if name else None
+                if private:
+                    private.stop()
         else:
             path = work / "lmod.db"
             db = sqlite_handle(path)
-            say(f"loading SQLite {path}")
-            load_sqlite(db, pop, facts_tsv, rollup_tsv)
-            loads[kind] = time.perf_counter() - t0
+            if not state["loaded"].get("sqlite"):
+                say(f"loading SQLite {path}")
+                if path.exists():
+                    path.unlink()
+                load_sqlite(db, pop, facts_tsv, rollup_tsv)
+                loads[kind] = time.perf_counter() - t0
+                state["loaded"]["sqlite"] = str(path)
+                save()
             check(db, rows, rollup_rows)
             timings += time_commands(db.env, "SQLite", cmds, runs)
-    print(render(timings, rows, rollup_rows, len(pop.packages), loads, start))
-    if not args.keep:
-        for p in work.iterdir():
-            p.unlink()
-        work.rmdir()
+    print(render(timings, rows, rollup_rows, len(pop.packages), loads, start,
+                 args.buffer_pool))
+    if temporary and not args.keep:
+        shutil.rmtree(work)
 
 
 def check(db: DbHandle, rows: int, rollup_rows: int) -> None:
@@ -432,15 +544,18 @@ def check(db: DbHandle, rows: int, rollup_rows: int) -> None:
 
 
 def render(timings: list[Timing], rows: int, rollup_rows: int, versions: int,
-           loads: dict[str, float], start: float) -> str:
+           loads: dict[str, float], start: float, buffer_pool: str | None) -> str:
     mysql_version = ""
     with contextlib.suppress(OSError):
         mysql_version = subprocess.run(["mariadb", "--version"], capture_output=True,
                                        text=True).stdout.strip()
+    server_text = (f"private mariadbd, innodb_buffer_pool_size={buffer_pool}" if buffer_pool
+                   else "MariaDB: the shared server as configured")
     out = [f"Reports on {rows:,} loads over 365 days ({rollup_rows:,} usage_daily rows,"
            f" {versions:,} module versions, {N_USERS:,} users); {os.cpu_count()} CPUs,"
-           f" Python {platform.python_version()}; {mysql_version}",
-           f"Loading took {', '.join(f'{k} {v:.0f} s' for k, v in loads.items())};"
+           f" Python {platform.python_version()}; {mysql_version}"
+           f" ({server_text})",
+           f"Loading took {', '.join(f'{k} {v:.0f} s' for k, v in loads.items()) or '-'};"
            f" starting Python + lmod-tracker alone takes {start:.2f} s of each figure.", "",
            "| command | database | first run s | best of runs s | rows |",
            "|---|---|---|---|---|"]
