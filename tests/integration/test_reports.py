@@ -154,6 +154,98 @@ def test_top_by_version_filtered_json(rdb: DbHandle) -> None:
     assert table["notes"] == [f"3 of {len(expected)} versions shown (--limit 0 for all)"]
 
 
+def _expected_top(by: str, since: dt.date, until: dt.date, **kw: Any) -> list[dict[str, str]]:
+    exclude = kw.pop("exclude", None)
+    chosen = pick(since, until, **kw,
+                  where=lambda x: exclude is None or not re.search(exclude, x.module))
+    out = []
+    for lds in group(chosen, lambda x: x.package if by == "package" else x.module
+                     ).values():
+        row = {"package": lds[0].package}
+        if by == "package":
+            row["versions"] = str(len({x.version for x in lds}))
+        else:
+            row["version"] = lds[0].version
+        row.update({"loads": str(len(lds)), "users": str(len({x.user for x in lds})),
+                    "first_load": iso(min(x.time for x in lds)),
+                    "last_load": iso(max(x.time for x in lds))})
+        out.append(row)
+    out.sort(key=lambda r: (-int(r["loads"]), -int(r["users"]), r["package"].lower(),
+                            vkey(r.get("version", ""))))
+    return out
+
+
+@pytest.mark.parametrize("by", ["package", "version"])
+@pytest.mark.parametrize(("args", "kw"), [
+    ([], {}),
+    (["--cluster", "beta"], {"cluster": "beta"}),
+    (["--user", "alice"], {"user": "alice"}),
+    (["--exclude", "^python/"], {"exclude": "^python/"}),
+])
+def test_top_with_a_limit(rdb: DbHandle, by: str, args: list[str], kw: dict[str, Any]
+                          ) -> None:
+    """With a limit, top reads the loads of every version but distinct users and first/last
+    load only for the rows shown (and ties at the cut): the same rows as the whole list."""
+    since, until = last_days(365)
+    expected = _expected_top(by, since, until, **kw)
+    assert len(expected) > 3
+    # cuts inside a run of equal loads (users and the name decide), and the edges
+    ties = [n for n in range(1, len(expected))
+            if expected[n - 1]["loads"] == expected[n]["loads"]]
+    for limit in sorted({1, 3, len(expected), len(expected) + 1, *ties[:3]}):
+        doc = json_doc(rdb, "top", "--since", "365d", "--by", by, "--limit", str(limit),
+                       "--utc", *args)
+        table = doc["tables"][0]
+        assert [{k: str(v) for k, v in r.items()} for r in table["rows"]] \
+            == expected[:limit], limit
+        what = "packages" if by == "package" else "versions"
+        assert table["notes"] == ([f"{limit} of {len(expected)} {what} shown"
+                                   " (--limit 0 for all)"] if len(expected) > limit else [])
+
+
+#: Equal loads everywhere: w (versions 1 and 2) 4 loads by 3 users, y and z 4 loads by 2 users
+#: each, x 4 loads by 1 user, v 1 load; versions x/1, y/1 and z/1 4 loads each.
+TIES = [("w/1", "alice"), ("w/1", "bob"), ("w/2", "carol"), ("w/2", "carol"),
+        *[("y/1", u) for u in ("alice", "bob", "bob", "bob")],
+        *[("z/1", u) for u in ("bob", "bob", "alice", "alice")],
+        *[("x/1", "alice")] * 4, ("v/1", "bob")]
+
+
+@pytest.fixture(scope="module", params=[
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("mysql", id="mysql", marks=pytest.mark.mysql),
+])
+def tiedb(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[DbHandle]:
+    tmp = tmp_path_factory.mktemp(f"ties-{request.param}")
+    base = dt.datetime.combine(today(), dt.time(), dt.UTC) - dt.timedelta(days=3)
+    loads = [Load(base + dt.timedelta(hours=i, microseconds=i), user, module, "a01", "alpha",
+                  1, None) for i, (module, user) in enumerate(TIES)]
+    if request.param == "sqlite":
+        handle = sqlite_handle(tmp / "lmod.db")
+        rd.load(handle, tmp, loads)
+        yield handle
+        return
+    server = request.getfixturevalue("_mysql_credentials")
+    name = create_mysql_database(server)
+    try:
+        handle = mysql_handle(server, name)
+        rd.load(handle, tmp, loads)
+        yield handle
+    finally:
+        drop_mysql_database(server, name)
+
+
+@pytest.mark.parametrize("by", ["package", "version"])
+def test_top_ties_at_the_limit(tiedb: DbHandle, by: str) -> None:
+    """A limit that cuts through equal loads keeps the rows the whole list starts with."""
+    whole = json_doc(tiedb, "top", "--by", by, "--limit", "0")["tables"][0]["rows"]
+    assert [r["loads"] for r in whole[:3]] == [4, 4, 4]
+    for limit in range(1, len(whole) + 1):
+        rows = json_doc(tiedb, "top", "--by", by, "--limit", str(limit))["tables"][0]["rows"]
+        assert rows == whole[:limit], limit
+
+
 def test_top_table_on_the_terminal_library(rdb: DbHandle) -> None:
     out = report(rdb, "top", "--since", "30d").stdout
     since, until = last_days(30)
