@@ -3,14 +3,17 @@ dies costs nothing but speed."""
 
 from __future__ import annotations
 
+import marshal
 import os
 import random
 import signal
+import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 from lmod_tracker.follow import LineCutter, parse_cuts
 from lmod_tracker.parse import Parser
-from lmod_tracker.parseproc import ParseProcess
+from lmod_tracker.parseproc import ParseProcess, _shared
 from tests.support.loggen import write_log
 
 
@@ -91,3 +94,49 @@ def _processes_with(marker: str) -> set[int]:
         if marker.encode() in environ:
             found.add(int(pid))
     return found
+
+
+async def test_repeated_values_cross_the_pipe_once_and_are_shared(tmp_path: Path) -> None:
+    """The child sends each distinct user, module, host, path and cluster once per answer:
+    the parent's events share those strings (half the memory of a batch)."""
+    log = tmp_path / "lmod.log"
+    write_log(log, 5000, seed=7)
+    parser = Parser()
+    proc = ParseProcess(parser)
+    await proc.start()
+    try:
+        cuts = _cuts(log.read_bytes(), parser, 1 << 20)[0]
+        parsed = await proc.parse_cuts(cuts)
+    finally:
+        await proc.close()
+    assert parsed == parse_cuts(parser, cuts)
+    events = parsed.events
+    for field in ("user", "package", "version", "host", "path"):
+        values = [getattr(e, field) for e in events]
+        objects = {id(v) for v in values}
+        assert len(objects) == len(set(values)) < len(values), field
+    assert len({id(e.load_time) for e in events}) == len(events)  # unique values: not shared
+
+
+def test_shared_values_halve_what_the_parent_holds(tmp_path: Path) -> None:
+    """An answer as the child sends it unpacks into at most 60 % of the memory of the same
+    events with a string object per field."""
+    log = tmp_path / "lmod.log"
+    write_log(log, 5000, seed=8)
+    events = Parser().parse_block(log.read_bytes(), 0).events
+    shared = marshal.dumps(_shared(events, {}))
+    plain = marshal.dumps([tuple(e) for e in events])
+    assert len(shared) < 0.6 * len(plain)
+    assert _bytes_held(lambda: marshal.loads(shared)) <= 0.6 * _bytes_held(
+        lambda: marshal.loads(plain))
+
+
+def _bytes_held(make: Callable[[], object]) -> int:
+    tracemalloc.start()
+    try:
+        kept = make()
+        size, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    del kept
+    return size
