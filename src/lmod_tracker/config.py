@@ -126,7 +126,7 @@ class Settings(BaseSettings):
     # Pipeline
     read_block_bytes: int = Field(128 * 1024, ge=4096, le=16 << 20)
     queue_chunks: int = Field(16, ge=1, le=1024)
-    batch_size: int = Field(5000, ge=1, le=100_000)
+    batch_size: int = Field(10_000, ge=1, le=100_000)
     batch_timeout: float = Field(0.25, gt=0, le=60, description="seconds")
     retry_initial: float = Field(0.5, gt=0)
     retry_max: float = Field(30.0, gt=0)
