@@ -370,7 +370,8 @@ def _periods(since: dt.date, until: dt.date, every: str) -> list[dt.date]:
 
 
 @pytest.mark.parametrize(("every", "module", "days"), [
-    ("month", None, 365), ("week", "python", 120), ("day", "gcc/12.2.0", 20)])
+    ("month", None, 365), ("week", None, 120), ("week", "python", 120),
+    ("day", "gcc/12.2.0", 20), ("day", None, 15)])
 def test_trend(rdb: DbHandle, every: str, module: str | None, days: int) -> None:
     since, until = last_days(days)
     args = ["trend", *([module] if module else []), "--every", every, "--since", f"{days}d"]
