@@ -144,14 +144,20 @@ def proc_status_kib(pid: int, key: str) -> int | None:
     return None
 
 
-def mariadbd_pid() -> int | None:
+def mariadbd_pid(pid_file: str | None = None) -> int | None:
+    """The server's process: from its pid file (``@@pid_file``) when readable, else the only
+    mariadbd/mysqld running (None when there are several: which one serves us is unknown)."""
+    if pid_file:
+        with contextlib.suppress(OSError, ValueError):
+            return int(Path(pid_file).read_text().split()[0])
     for name in ("mariadbd", "mysqld"):
         try:
             out = subprocess.run(["pidof", name], capture_output=True, text=True, check=False)
         except OSError:
             return None
-        if out.stdout.split():
-            return int(out.stdout.split()[0])
+        pids = out.stdout.split()
+        if pids:
+            return int(pids[0]) if len(pids) == 1 else None
     return None
 
 
@@ -289,7 +295,7 @@ class Env:
         self.db_port: int = args.db_port
         self.db_user: str = args.db_user
         self.db_pass: str = args.db_pass
-        self.mariadbd = mariadbd_pid()
+        self.mariadbd = mariadbd_pid(self._pid_file())
         self.children: list[subprocess.Popen[bytes]] = []
         self.catchup_file: Path | None = None
         self.catchup_counts: Counts | None = None
@@ -301,11 +307,29 @@ class Env:
 
     # -- database ----------------------------------------------------------------------------
 
+    def _pid_file(self) -> str | None:
+        async def ask() -> str | None:
+            conn = await self.connect()
+            try:
+                async with conn.cursor() as cur:
+                    await cur.execute("SELECT @@pid_file")
+                    return (await cur.fetchone())[0]
+            finally:
+                conn.close()
+
+        try:
+            return asyncio.run(ask())
+        except Exception:  # the run itself reports an unreachable server
+            return None
+
     async def connect(self, database: str | None = None, *, port: int | None = None,
-                      autocommit: bool = True) -> Any:
+                      autocommit: bool = True, bulk: bool = False) -> Any:
+        """A connection; ``bulk``: executemany sends one binary bulk execute (the store's
+        way) instead of multi-row text INSERTs."""
         return await asyncmy.connect(host=self.db_host, port=port or self.db_port,
                                      user=self.db_user, password=self.db_pass,
-                                     database=database, autocommit=autocommit)
+                                     database=database, autocommit=autocommit,
+                                     stmt_cache_size=64 if bulk else 0)
 
     def query(self, sql: str, params: tuple[Any, ...] = (), *, database: str | None = None
               ) -> list[tuple[Any, ...]]:
@@ -591,12 +615,17 @@ def fact_ddl(table: str, *, unique: bool = True) -> str:
 
 
 def checkpoint_ddl(table: str) -> str:
+    return table_ddl("file_checkpoint").replace("file_checkpoint", table)
+
+
+def table_ddl(table: str) -> str:
+    """The package schema's CREATE TABLE of ``table`` (MariaDB)."""
     from lmod_tracker.store.base import schema_statements
 
     for stmt in schema_statements("mysql"):
-        if re.match(r"CREATE TABLE IF NOT EXISTS `?file_checkpoint`?\s*\(", stmt):
-            return stmt.replace("file_checkpoint", table)
-    raise BenchError("no CREATE TABLE file_checkpoint in the schema")
+        if re.match(rf"CREATE TABLE IF NOT EXISTS `?{table}`?\s*\(", stmt):
+            return stmt
+    raise BenchError(f"no CREATE TABLE {table} in the schema")
 
 
 def blocks(path: Path, size: int) -> Iterator[tuple[bytes, int]]:
@@ -689,6 +718,9 @@ class InsertVariant:
     unique: bool = True
     checkpoint: bool = False
     lookup: bool = False
+    bulk: bool = False
+    #: the daily rollup's upserts for each batch's rows, in its transaction (rows precomputed)
+    rollup: bool = False
 
 
 _SELECT_EXISTING = ("SELECT DATE_FORMAT(load_time, '%%Y-%%m-%%d %%H:%%i:%%s.%%f'), host_id,"
@@ -707,8 +739,11 @@ async def _insert_rows(env: Env, variant: InsertVariant) -> tuple[dict[str, floa
     the database calls are timed, not reading the precomputed batches.
     """
     assert env.rows_file is not None
-    conn = await env.connect(env.db, autocommit=False)
-    parts = {"lookup": 0.0, "insert": 0.0, "checkpoint": 0.0, "commit": 0.0}
+    from lmod_tracker.store.base import rollup_rows
+    from lmod_tracker.store.mysql import _UPSERT_DAILY
+
+    conn = await env.connect(env.db, autocommit=False, bulk=variant.bulk)
+    parts = {"lookup": 0.0, "insert": 0.0, "rollup": 0.0, "checkpoint": 0.0, "commit": 0.0}
     cpu = 0.0
     n = 0
     offset = 0
@@ -717,6 +752,8 @@ async def _insert_rows(env: Env, variant: InsertVariant) -> tuple[dict[str, floa
         async with conn.cursor() as cur:
             await cur.execute(fact_ddl("bench_fact", unique=variant.unique))
             await cur.execute(checkpoint_ddl("bench_checkpoint"))
+            if variant.rollup:
+                await cur.execute(table_ddl("usage_daily"))
             if not variant.unique:
                 await cur.execute("SELECT COUNT(*) FROM information_schema.statistics WHERE"
                                   " table_schema = DATABASE() AND table_name = 'bench_fact'"
@@ -726,6 +763,8 @@ async def _insert_rows(env: Env, variant: InsertVariant) -> tuple[dict[str, floa
             await conn.commit()
             insert = f"INSERT INTO bench_fact ({_FACT_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s)"
             for batch in row_batches(env.rows_file):
+                # (the rows have no cluster and no userload: both None)
+                daily = rollup_rows([(*r, None, None) for r in batch]) if variant.rollup else []
                 c0 = time.process_time()
                 if variant.lookup:
                     t0 = clock()
@@ -740,6 +779,11 @@ async def _insert_rows(env: Env, variant: InsertVariant) -> tuple[dict[str, floa
                 t0 = clock()
                 n += await cur.executemany(insert, batch)
                 parts["insert"] += clock() - t0
+                if daily:
+                    t0 = clock()
+                    for i in range(0, len(daily), 5000):
+                        await cur.executemany(_UPSERT_DAILY, daily[i:i + 5000])
+                    parts["rollup"] += clock() - t0
                 if variant.checkpoint:
                     offset += len(batch) * 190
                     t0 = clock()
@@ -886,6 +930,15 @@ def section_limits(env: Env) -> list[Row]:
                        " and per commit)")
     row.notes = percent_notes(env, row.rate or 1, ("mysql",)) + "; " + row.notes
     rows.append(row)
+    for variant, what in (
+            (InsertVariant(bulk=True), "binary bulk executemany of the same rows (the store's"
+             " way; 10k rows per commit)"),
+            (InsertVariant(bulk=True, rollup=True), "the same + the daily rollup's upserts of"
+             " each batch in its transaction: the least work an ingest must do")):
+        say(f"limits: {what}")
+        row = insert_limit(env, counts, variant, title, what)
+        row.notes = percent_notes(env, row.rate or 1, ("mysql",)) + "; " + row.notes
+        rows.append(row)
     row = load_data_limit(env, counts, title)
     if row.rate:
         row.notes = percent_notes(env, row.rate, ("mysql",)) + "; " + row.notes
