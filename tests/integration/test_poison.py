@@ -9,19 +9,14 @@ checkpoints must commit with them.
 
 from __future__ import annotations
 
-import asyncio
 import random
 from pathlib import Path
 
 import pytest
 
-from lmod_tracker.config import load_settings
-from lmod_tracker.events import Chunk, FileKey, LoadEvent
-from lmod_tracker.pipeline import END, Stats, Writer
-from lmod_tracker.service import make_store
+from lmod_tracker.events import LoadEvent
 from tests.support.databases import DbHandle
-
-KEY = FileKey(1, 2, "00112233aabbccdd")
+from tests.support.facts import store_for, write_two_chunks
 
 
 def _valid(i: int) -> LoadEvent:
@@ -41,12 +36,6 @@ def _poison(rng: random.Random, kind: str) -> LoadEvent:
     return LoadEvent(t, "u\udcff", "gcc", "1", "n", None, None)  # not encodable as UTF-8
 
 
-def _store(db: DbHandle, tmp_path: Path):  # type: ignore[no-untyped-def]
-    env = {k.removeprefix("LMOD_TRACKER_").lower() if k.startswith("LMOD_TRACKER_") else k: v
-           for k, v in db.env.items()}
-    return make_store(load_settings(**env))
-
-
 @pytest.mark.parametrize("seed", [1, 2])
 async def test_poison_rows_among_valid_ones(db: DbHandle, tmp_path: Path, seed: int,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
@@ -61,19 +50,10 @@ async def test_poison_rows_among_valid_ones(db: DbHandle, tmp_path: Path, seed: 
     for at in poison_at:
         events.insert(at, _poison(rng, rng.choice(kinds)))
 
-    store = _store(db, tmp_path)
+    store = store_for(db)
     await store.open()
     await store.init_schema()
-    queue: asyncio.Queue[Chunk | None] = asyncio.Queue()
-    stats = Stats()
-    writer = Writer(store, "poison", queue, batch_size=5000, batch_timeout=0.05,
-                    retry_initial=0.05, retry_max=0.1, stats=stats)
-    # Two chunks of one file; the checkpoint is the end of the second.
-    half = len(events) // 2
-    await queue.put(Chunk(KEY, "lmod.log", 1000, events[:half], [], 0, 1000, 0.0))
-    await queue.put(Chunk(KEY, "lmod.log", 2000, events[half:], [], 0, 1000, 0.0))
-    await queue.put(END)
-    await asyncio.wait_for(writer.run(), 120)
+    stats = await write_two_chunks(store, "poison", events)
     await store.close()
 
     assert db.scalar("SELECT COUNT(*) FROM module_usage") == n_valid

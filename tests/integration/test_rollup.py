@@ -4,20 +4,22 @@ files, and poison rows isolated by the writer (whose sub-batches commit separate
 
 from __future__ import annotations
 
-import asyncio
 import random
 from pathlib import Path
 
 import pytest
 
-from lmod_tracker.events import Chunk, FileKey, LoadEvent
-from lmod_tracker.pipeline import END, Stats, Writer
+from lmod_tracker.events import LoadEvent
 from lmod_tracker.store.base import Batch
 from tests.support.daemon import cli
 from tests.support.databases import DbHandle
-from tests.support.facts import assert_rollup_agrees, distinct_loads, mixed_lines, store_for
-
-KEY = FileKey(1, 2, "00112233aabbccdd")
+from tests.support.facts import (
+    assert_rollup_agrees,
+    distinct_loads,
+    mixed_lines,
+    store_for,
+    write_two_chunks,
+)
 
 
 def test_crashes_and_rereads_keep_rollup_equal_to_facts(db: DbHandle, tmp_path: Path) -> None:
@@ -81,15 +83,7 @@ async def test_poison_rows_isolated_rollup_counts_only_committed(
     # A part of the same rows is already stored: the rollup must not count it twice.
     stored = [e for e in events[:700] if "\udcff" not in e.user]
     assert (await store.commit("poison", Batch(events=stored))).inserted == len(stored)
-    queue: asyncio.Queue[Chunk | None] = asyncio.Queue()
-    stats = Stats()
-    writer = Writer(store, "poison", queue, batch_size=5000, batch_timeout=0.05,
-                    retry_initial=0.05, retry_max=0.1, stats=stats)
-    half = len(events) // 2
-    await queue.put(Chunk(KEY, "lmod.log", 1000, events[:half], [], 0, 1000, 0.0))
-    await queue.put(Chunk(KEY, "lmod.log", 2000, events[half:], [], 0, 1000, 0.0))
-    await queue.put(END)
-    await asyncio.wait_for(writer.run(), 120)
+    await write_two_chunks(store, "poison", events)
     await store.close()
     assert db.scalar("SELECT COUNT(*) FROM module_usage") == n_valid
     assert db.scalar("SELECT SUM(loads) FROM usage_daily") == n_valid

@@ -3,10 +3,13 @@ check that the daily rollup equals a GROUP BY over the facts."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from typing import Any
 
 from lmod_tracker.config import load_settings
+from lmod_tracker.events import Chunk, FileKey, LoadEvent
+from lmod_tracker.pipeline import END, Stats, Writer
 from lmod_tracker.service import make_store
 from tests.support.databases import DbHandle
 
@@ -83,3 +86,22 @@ def mixed_lines(count: int, seed: int = 1) -> list[str]:
 
 def distinct_loads(lines: list[str]) -> int:
     return len(set(lines))
+
+
+#: The file identity of the chunks :func:`write_two_chunks` queues.
+CHUNK_KEY = FileKey(1, 2, "00112233aabbccdd")
+
+
+async def write_two_chunks(store: Any, instance: str, events: list[LoadEvent]) -> Stats:
+    """Commit ``events`` through a real :class:`Writer`, queued as two chunks of one file
+    (checkpoints 1000 and 2000), with short retries; the writer's stats."""
+    queue: asyncio.Queue[Chunk | None] = asyncio.Queue()
+    stats = Stats()
+    writer = Writer(store, instance, queue, batch_size=5000, batch_timeout=0.05,
+                    retry_initial=0.05, retry_max=0.1, stats=stats)
+    half = len(events) // 2
+    await queue.put(Chunk(CHUNK_KEY, "lmod.log", 1000, events[:half], [], 0, 1000, 0.0))
+    await queue.put(Chunk(CHUNK_KEY, "lmod.log", 2000, events[half:], [], 0, 1000, 0.0))
+    await queue.put(END)
+    await asyncio.wait_for(writer.run(), 120)
+    return stats
