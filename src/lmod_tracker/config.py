@@ -128,6 +128,9 @@ class Settings(BaseSettings):
     queue_chunks: int = Field(16, ge=1, le=1024)
     batch_size: int = Field(10_000, ge=1, le=100_000)
     batch_timeout: float = Field(0.25, gt=0, le=60, description="seconds")
+    parse_process: Literal["auto", "on", "off"] = Field(
+        "auto", description="parse in a child process: auto = when this process may use two"
+                            " or more CPUs")
     retry_initial: float = Field(0.5, gt=0)
     retry_max: float = Field(30.0, gt=0)
     shutdown_grace: float = Field(10.0, ge=0)

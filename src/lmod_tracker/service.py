@@ -82,10 +82,18 @@ def tune_gc() -> None:
     gc.set_threshold(GC_THRESHOLD, second, third)
 
 
-async def start_parsing(parser: Parser) -> ParseProcess | None:
-    """A child process for parsing, on a machine with more than one core (else None: the
-    parsing would only take turns with the rest on the one core)."""
-    if (os.cpu_count() or 1) < 2:
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity: taskset, systemd's CPUAffinity)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+async def start_parsing(parser: Parser, setting: str = "auto") -> ParseProcess | None:
+    """A child process for parsing, or None: ``setting`` off, or auto with a single CPU to
+    run on (the parsing would only take turns with the rest on it)."""
+    if setting == "off" or (setting == "auto" and usable_cpus() < 2):
         return None
     parsing = ParseProcess(parser)
     await parsing.start()
@@ -200,7 +208,7 @@ async def run_daemon(settings: Settings, *, once: bool = False,
             raise ConfigError(f"status_socket {settings.status_socket}: {exc}") from None
     if not once:
         tailer.start_watching()
-    tailer.parsing = await start_parsing(parser)
+    tailer.parsing = await start_parsing(parser, settings.parse_process)
     tune_gc()
     live = _Live(settings)
     writer_task = asyncio.create_task(writer.run(), name="writer")
@@ -209,7 +217,8 @@ async def run_daemon(settings: Settings, *, once: bool = False,
     supervisor = asyncio.create_task(
         _supervise(live, monitor, tailer, writer, store, notifier, hup, reload),
         name="supervisor")
-    log.info("running", database=store.describe(), dir=str(settings.log_dir))
+    log.info("running", database=store.describe(), dir=str(settings.log_dir),
+             parsing="child process" if tailer.parsing is not None else "in process")
     drained = False
     try:
         done, _ = await asyncio.wait({writer_task, reader_task, stop_task, supervisor},
@@ -470,7 +479,7 @@ async def ingest_files(settings: Settings, paths: list[Path], *, from_start: boo
         await store.close()
         raise  # the command line reports it (exit 3 permanent, 1 otherwise)
     parser = make_parser(settings)
-    parsing = await start_parsing(parser)
+    parsing = await start_parsing(parser, settings.parse_process)
     tune_gc()
     failed = False
     try:

@@ -3,6 +3,7 @@ dies costs nothing but speed."""
 
 from __future__ import annotations
 
+import json
 import marshal
 import os
 import random
@@ -10,6 +11,8 @@ import signal
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from lmod_tracker.follow import LineCutter, parse_cuts
 from lmod_tracker.parse import Parser
@@ -140,3 +143,28 @@ def _bytes_held(make: Callable[[], object]) -> int:
         tracemalloc.stop()
     del kept
     return size
+
+
+@pytest.mark.parametrize(("setting", "cpus", "where"), [
+    ("auto", {0}, "in process"),     # one CPU to run on: no child
+    ("auto", {0, 1}, "child process"),
+    ("on", {0}, "child process"),
+    ("off", {0, 1}, "in process"),
+])
+def test_parse_process_setting(tmp_path: Path, setting: str, cpus: set[int],
+                               where: str) -> None:
+    """parse_process decides, and auto counts the CPUs the daemon may run on (its affinity),
+    not those of the machine; the same rows either way."""
+    from tests.support.daemon import cli
+    if (os.cpu_count() or 1) < 2:
+        pytest.fail("this test needs a machine with two CPUs")
+    log_dir = tmp_path / "log"
+    log_dir.mkdir()
+    counts = write_log(log_dir / "lmod.log", 3000, seed=9)
+    env = {"HOME": str(tmp_path), "LMOD_TRACKER_SQLITE_PATH": str(tmp_path / "t.db"),
+           "LMOD_TRACKER_PARSE_PROCESS": setting, "LMOD_TRACKER_LOG_FORMAT": "json"}
+    proc = cli(env, "run", "--once", "--log-dir", str(log_dir), cpus=cpus)
+    assert proc.stdout.startswith(f"{counts.valid} events committed")
+    running = [json.loads(line) for line in proc.stderr.splitlines()
+               if '"running"' in line]
+    assert [r["parsing"] for r in running] == [where]

@@ -27,11 +27,13 @@ def child_env(env: Mapping[str, str], **extra: str) -> dict[str, str]:
     return base
 
 
-def cli(env: Mapping[str, str], *args: str, timeout: float = 300,
-        check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run ``lmod-tracker ARGS`` to completion."""
+def cli(env: Mapping[str, str], *args: str, timeout: float = 300, check: bool = True,
+        cpus: set[int] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``lmod-tracker ARGS`` to completion (``cpus``: only on these CPUs)."""
     proc = subprocess.run([sys.executable, "-m", "lmod_tracker", *args], env=child_env(env),
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout,
+                          preexec_fn=None if cpus is None else (
+                              lambda: os.sched_setaffinity(0, cpus)))
     if check and proc.returncode != 0:
         raise AssertionError(f"lmod-tracker {' '.join(args)} exited {proc.returncode}:\n"
                              f"{proc.stdout}\n{proc.stderr}")
