@@ -203,6 +203,34 @@ def test_top_with_a_limit(rdb: DbHandle, by: str, args: list[str], kw: dict[str,
                                    " (--limit 0 for all)"] if len(expected) > limit else [])
 
 
+@pytest.mark.parametrize("limit", ["0", "3"])
+@pytest.mark.parametrize("by", ["package", "version"])
+def test_top_of_a_cluster_user_requested(rdb: DbHandle, by: str, limit: str) -> None:
+    """--cluster over a year (the window's days given one by one) with --user-requested."""
+    since, until = last_days(365)
+    units = group(pick(since, until, cluster="beta"),
+                  lambda x: (x.day, x.cluster, x.module, x.user))
+    kept = [x for u in units.values() if any(x.userload == 1 for x in u) for x in u]
+    expected: list[dict[str, Any]] = []
+    for parts in group(kept, lambda x: x.package if by == "package" else x.module).values():
+        row: dict[str, Any] = {"package": parts[0].package}
+        if by == "package":
+            row["versions"] = len({x.version for x in parts})
+        else:
+            row["version"] = parts[0].version
+        row.update({"loads": sum(1 for x in parts if x.userload == 1),
+                    "users": len({x.user for x in parts}),
+                    "first_load": iso(min(x.time for x in parts)),
+                    "last_load": iso(max(x.time for x in parts))})
+        expected.append(row)
+    expected.sort(key=lambda r: (-r["loads"], -r["users"], r["package"].lower(),
+                                 vkey(r.get("version", ""))))
+    doc = json_doc(rdb, "top", "--since", "365d", "--by", by, "--cluster", "beta",
+                   "--user-requested", "--limit", limit, "--utc")
+    assert doc["tables"][0]["rows"] == (expected[:int(limit)] if int(limit) else expected)
+    assert len(expected) > 3
+
+
 #: Equal loads everywhere: w (versions 1 and 2) 4 loads by 3 users, y and z 4 loads by 2 users
 #: each, x 4 loads by 1 user, v 1 load; versions x/1, y/1 and z/1 4 loads each.
 TIES = [("w/1", "alice"), ("w/1", "bob"), ("w/2", "carol"), ("w/2", "carol"),

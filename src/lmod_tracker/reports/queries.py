@@ -36,6 +36,8 @@ from lmod_tracker.reports.window import (
 Every = Literal["day", "week", "month"]
 _GLOB = re.compile(r"[*?\[]")
 _CHUNK = 500
+#: windows up to this many days are given as a list of days with --cluster (see _Filter.days)
+_DAY_POINTS = 1000
 
 # ------------------------------------------------------------------------------------ SQL
 # Shared text uses ``?``; _q() turns it into ``%s`` for MariaDB. {where} holds the filters.
@@ -46,7 +48,7 @@ SQL_TOP_VERSION = """
 SELECT r.package_id, SUM(r.{loads}) AS loads, COUNT(DISTINCT r.user_id) AS users,
        MIN(r.first_load), MAX(r.last_load)
 FROM usage_daily r
-WHERE r.day BETWEEN ? AND ?{where}
+WHERE {days}{where}
 GROUP BY {g}r.package_id"""
 
 SQL_TOP_PACKAGE = """
@@ -55,7 +57,7 @@ SELECT p.name, SUM(t.loads) AS loads, COUNT(DISTINCT t.user_id) AS users,
 FROM (SELECT r.package_id, r.user_id, SUM(r.{loads}) AS loads,
              MIN(r.first_load) AS first_load, MAX(r.last_load) AS last_load
       FROM usage_daily r
-      WHERE r.day BETWEEN ? AND ?{where}
+      WHERE {days}{where}
       GROUP BY {g}r.package_id, {g}r.user_id) t
 JOIN package p ON p.id = t.package_id
 GROUP BY p.name"""
@@ -68,7 +70,7 @@ GROUP BY p.name"""
 SQL_TOP_LOADS = """
 SELECT r.package_id, SUM(r.{loads})
 FROM usage_daily r
-WHERE r.day BETWEEN ? AND ?{where}
+WHERE {days}{where}
 GROUP BY {g}r.package_id"""
 
 SQL_TOP_USERS_OF_VERSIONS = """
@@ -362,6 +364,12 @@ class _Filter:
     loads: str
     #: every condition is on a column of the (package_id, day) index (user_loads is not)
     indexed: bool
+    #: the window in the statements that read it by primary key: with a cluster, each day of
+    #: the window as a point, so (day, cluster_id) seeks that cluster's rows instead of reading
+    #: every cluster's and filtering (a year, one cluster of 3: 0.94 -> 0.57 s on MariaDB,
+    #: 0.96 -> 0.72 s on SQLite)
+    days: str = "r.day BETWEEN ? AND ?"
+    days_params: list[Any] = field(default_factory=list)
 
 
 async def _top_filter(reader: Reader, cat: Catalog, sc: Scope, *, user: str | None,
@@ -380,8 +388,14 @@ async def _top_filter(reader: Reader, cat: Catalog, sc: Scope, *, user: str | No
         params.extend(chunk)
     if user_requested:
         where += " AND r.user_loads > 0"
-    return _Filter(where, params, "user_loads" if user_requested else "loads",
-                   indexed=not user_requested)
+    flt = _Filter(where, params, "user_loads" if user_requested else "loads",
+                  indexed=not user_requested)
+    flt.days_params = _days(sc.window)
+    if sc.cluster_id is not None and sc.window.days <= _DAY_POINTS:
+        flt.days = f"r.day IN {_in(sc.window.days)}"
+        flt.days_params = [(sc.window.since + dt.timedelta(days=i)).isoformat()
+                           for i in range(sc.window.days)]
+    return flt
 
 
 async def _edges(reader: Reader, sc: Scope, flt: _Filter, ids: Iterable[int]
@@ -419,14 +433,16 @@ async def _top_versions(reader: Reader, cat: Catalog, sc: Scope, flt: _Filter, l
                         ) -> tuple[list[tuple[Any, ...]], int]:
     params = [*_days(sc.window), *flt.params]
     key = lambda r: (-r[2], -r[3], module_key(r[0], r[1]))  # noqa: E731
+    scan_params = [*flt.days_params, *flt.params]
     if limit <= 0 or not flt.indexed:
-        sql = SQL_TOP_VERSION.format(loads=flt.loads, where=flt.where, g=_g(reader))
+        sql = SQL_TOP_VERSION.format(loads=flt.loads, days=flt.days, where=flt.where,
+                                     g=_g(reader))
         rows = [(*cat.packages[int(pid)], _int(n), _int(u), _time(a), _time(b))
-                for pid, n, u, a, b in await reader.rows(_q(reader, sql), params)]
+                for pid, n, u, a, b in await reader.rows(_q(reader, sql), scan_params)]
         rows.sort(key=key)
         return rows, len(rows)
-    sql = SQL_TOP_LOADS.format(loads=flt.loads, where=flt.where, g=_g(reader))
-    loads = {int(pid): _int(n) for pid, n in await reader.rows(_q(reader, sql), params)}
+    sql = SQL_TOP_LOADS.format(loads=flt.loads, days=flt.days, where=flt.where, g=_g(reader))
+    loads = {int(pid): _int(n) for pid, n in await reader.rows(_q(reader, sql), scan_params)}
     chosen = sorted(_cut(loads, limit))
     users_of: dict[int, int] = {}
     for chunk in _chunks(chosen):
@@ -445,16 +461,18 @@ async def _top_packages(reader: Reader, cat: Catalog, sc: Scope, flt: _Filter, l
     """Rows (package, versions, loads, users, first, last) sorted, the number of packages
     with loads, and the loaded version ids of each package."""
     params = [*_days(sc.window), *flt.params]
+    scan_params = [*flt.days_params, *flt.params]
     if limit <= 0 or not flt.indexed:
-        sql = SQL_TOP_PACKAGE.format(loads=flt.loads, where=flt.where, g=_g(reader))
+        sql = SQL_TOP_PACKAGE.format(loads=flt.loads, days=flt.days, where=flt.where,
+                                     g=_g(reader))
         rows = [(str(name), _int(v), _int(n), _int(u), _time(a), _time(b))
-                for name, n, u, a, b, v in await reader.rows(_q(reader, sql), params)]
+                for name, n, u, a, b, v in await reader.rows(_q(reader, sql), scan_params)]
         rows.sort(key=lambda r: (-r[2], -r[3], r[0].lower()))
         return rows, len(rows), {}
-    sql = SQL_TOP_LOADS.format(loads=flt.loads, where=flt.where, g=_g(reader))
+    sql = SQL_TOP_LOADS.format(loads=flt.loads, days=flt.days, where=flt.where, g=_g(reader))
     loads: dict[str, int] = defaultdict(int)
     versions: dict[str, list[int]] = defaultdict(list)
-    for pid, n in await reader.rows(_q(reader, sql), params):
+    for pid, n in await reader.rows(_q(reader, sql), scan_params):
         name = cat.packages[int(pid)][0]
         loads[name] += _int(n)
         versions[name].append(int(pid))
