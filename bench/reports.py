@@ -2,7 +2,7 @@
 tables (facts and the usage_daily rollup, consistent by construction), then every report
 command timed as an operator runs it (a new process each time), on MariaDB and SQLite.
 
-    .venv/bin/python bench/reports.py                 # 10M loads (about 25 minutes)
+    .venv/bin/python bench/reports.py                 # 10M loads (about 6 minutes)
     .venv/bin/python bench/reports.py --rows 1000000  # 1M loads
     .venv/bin/python bench/reports.py --quick         # 200k loads, CI: checks it works
     .venv/bin/python bench/reports.py --work /var/tmp/lmt-bench --buffer-pool 1G
