@@ -39,17 +39,22 @@ NY = "America/New_York"
 def rdb(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         ) -> Iterator[DbHandle]:
     """The known loads ingested once per backend for the whole module."""
-    tmp = tmp_path_factory.mktemp(f"reports-{request.param}")
+    yield from _loaded(request, tmp_path_factory.mktemp(f"reports-{request.param}"), LOADS)
+
+
+def _loaded(request: pytest.FixtureRequest, tmp: Path, loads: list[Load]
+            ) -> Iterator[DbHandle]:
+    """A database of ``request.param``'s backend holding ``loads``, dropped afterwards."""
     if request.param == "sqlite":
         handle = sqlite_handle(tmp / "lmod.db")
-        rd.load(handle, tmp, LOADS)
+        rd.load(handle, tmp, loads)
         yield handle
         return
     server = request.getfixturevalue("_mysql_credentials")
     name = create_mysql_database(server)
     try:
         handle = mysql_handle(server, name)
-        rd.load(handle, tmp, LOADS)
+        rd.load(handle, tmp, loads)
         yield handle
     finally:
         drop_mysql_database(server, name)
@@ -249,19 +254,7 @@ def tiedb(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     base = dt.datetime.combine(today(), dt.time(), dt.UTC) - dt.timedelta(days=3)
     loads = [Load(base + dt.timedelta(hours=i, microseconds=i), user, module, "a01", "alpha",
                   1, None) for i, (module, user) in enumerate(TIES)]
-    if request.param == "sqlite":
-        handle = sqlite_handle(tmp / "lmod.db")
-        rd.load(handle, tmp, loads)
-        yield handle
-        return
-    server = request.getfixturevalue("_mysql_credentials")
-    name = create_mysql_database(server)
-    try:
-        handle = mysql_handle(server, name)
-        rd.load(handle, tmp, loads)
-        yield handle
-    finally:
-        drop_mysql_database(server, name)
+    yield from _loaded(request, tmp, loads)
 
 
 @pytest.mark.parametrize("by", ["package", "version"])
