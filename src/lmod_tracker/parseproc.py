@@ -175,8 +175,6 @@ def _read_message(stream: BinaryIO) -> bytes | None:
     return data if len(data) == n else None
 
 
-#: Distinct field values remembered by the child (cleared when full: memory stays bounded).
-_SHARED_MAX = 1 << 16
 #: LoadEvent fields that repeat from line to line (not load_time or jobid: nearly unique).
 _SHARED_FIELDS = (1, 2, 3, 4, 5, 7)
 
@@ -188,10 +186,9 @@ def _shared(events: list[LoadEvent], seen: dict[object, object]) -> list[tuple[o
     ``marshal`` writes an object it has already written as a reference, so each distinct value
     crosses the pipe once per answer and the parent unpacks one string for all its events:
     smaller answers, less work on both sides, and a batch of events takes about half the
-    memory in the parent (tests/integration/test_parseproc.py).
+    memory in the parent (tests/integration/test_parseproc.py). ``seen`` serves one answer
+    (marshal refers back only within one message), so it never outgrows the request.
     """
-    if len(seen) > _SHARED_MAX:
-        seen.clear()
     share = seen.setdefault
     out = []
     for event in events:
@@ -207,8 +204,8 @@ def _serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
     if first is None:
         return
     parser: Parser = pickle.loads(first)
-    seen: dict[object, object] = {}
     while (request := _read_message(stdin)) is not None:
+        seen: dict[object, object] = {}
         events: list[tuple[object, ...]] = []
         rejects: list[tuple[object, ...]] = []
         foreign = 0

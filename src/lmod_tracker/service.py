@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 import click
 
@@ -90,7 +90,8 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-async def start_parsing(parser: Parser, setting: str = "auto") -> ParseProcess | None:
+async def start_parsing(parser: Parser, setting: Literal["auto", "on", "off"] = "auto"
+                        ) -> ParseProcess | None:
     """A child process for parsing, or None: ``setting`` off, or auto with a single CPU to
     run on (the parsing would only take turns with the rest on it)."""
     if setting == "off" or (setting == "auto" and usable_cpus() < 2):

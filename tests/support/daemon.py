@@ -29,11 +29,10 @@ def child_env(env: Mapping[str, str], **extra: str) -> dict[str, str]:
 
 def cli(env: Mapping[str, str], *args: str, timeout: float = 300, check: bool = True,
         cpus: set[int] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run ``lmod-tracker ARGS`` to completion (``cpus``: only on these CPUs)."""
-    proc = subprocess.run([sys.executable, "-m", "lmod_tracker", *args], env=child_env(env),
-                          capture_output=True, text=True, timeout=timeout,
-                          preexec_fn=None if cpus is None else (
-                              lambda: os.sched_setaffinity(0, cpus)))
+    """Run ``lmod-tracker ARGS`` to completion (``cpus``: only on these CPUs, by taskset)."""
+    pin = [] if cpus is None else ["taskset", "-c", ",".join(map(str, sorted(cpus)))]
+    proc = subprocess.run([*pin, sys.executable, "-m", "lmod_tracker", *args],
+                          env=child_env(env), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"lmod-tracker {' '.join(args)} exited {proc.returncode}:\n"
                              f"{proc.stdout}\n{proc.stderr}")
