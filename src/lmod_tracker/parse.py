@@ -522,6 +522,11 @@ class Parser:
         fixed = self.cluster
         by_rule = fixed is None and self._host_rule is not None
         clusters = self._clusters
+        # Equal values of the block's events are one object each: a batch of events holds
+        # about half the memory (users, modules, hosts and paths repeat from line to line),
+        # and marshal sends each once to the parent (parseproc). A module is split once.
+        modules: dict[str, tuple[str, str]] = {}
+        share = {}.setdefault
         pos = base_offset
         for line in _lines(block):
             n = len(line) + 1
@@ -537,12 +542,17 @@ class Parser:
                     pass
             if m is not None:
                 user, jobid, module, path, host, whole, frac = m.groups()
-                if last:
-                    package, _, version = module.rpartition("/")
-                    if not package:
-                        package, version = version, ""
-                else:
-                    package, _, version = module.partition("/")
+                split = modules.get(module)
+                if split is None:
+                    if last:
+                        package, _, version = module.rpartition("/")
+                        if not package:
+                            package, version = version, ""
+                    else:
+                        package, _, version = module.partition("/")
+                    split = modules[module] = (share(package, package),
+                                               share(version, version))
+                package, version = split
                 if jobid is not None and jobid.lower() in no_job:
                     jobid = None
                 second = seconds.get(whole)
@@ -552,8 +562,8 @@ class Parser:
                         and len(version) <= 128 and len(host) <= 255 and len(path) <= 768
                         and (jobid is None or len(jobid) <= 64)):
                     events.append(_new(LoadEvent, (
-                        second + (frac.ljust(6, "0") if frac else "000000"), user, package,
-                        version, host, path, jobid,
+                        second + (frac.ljust(6, "0") if frac else "000000"), share(user, user),
+                        package, version, share(host, host), share(path, path), jobid,
                         clusters.get(host) or self.cluster_of(host) if by_rule else fixed,
                         None)))
                     pos += n
@@ -564,7 +574,11 @@ class Parser:
             elif type(result) is str:
                 rejects.append(Rejected(pos, result, line[:4096]))
             else:
-                events.append(result)  # type: ignore[arg-type]
+                t, user, package, version, host, path, jobid, cluster, flag = result
+                events.append(_new(LoadEvent, (
+                    t, share(user, user), share(package, package), share(version, version),
+                    share(host, host), share(path, path), jobid, share(cluster, cluster),
+                    flag)))
             pos += n
         return ParsedBlock(events, rejects, foreign)
 

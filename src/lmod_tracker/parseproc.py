@@ -175,43 +175,19 @@ def _read_message(stream: BinaryIO) -> bytes | None:
     return data if len(data) == n else None
 
 
-#: LoadEvent fields that repeat from line to line (not load_time or jobid: nearly unique).
-_SHARED_FIELDS = (1, 2, 3, 4, 5, 7)
-
-
-def _shared(events: list[LoadEvent], seen: dict[object, object]) -> list[tuple[object, ...]]:
-    """The events as plain tuples in which equal users, packages, versions, hosts, paths and
-    clusters are one object each.
-
-    ``marshal`` writes an object it has already written as a reference, so each distinct value
-    crosses the pipe once per answer and the parent unpacks one string for all its events:
-    smaller answers, less work on both sides, and a batch of events takes about half the
-    memory in the parent (tests/integration/test_parseproc.py). ``seen`` serves one answer
-    (marshal refers back only within one message), so it never outgrows the request.
-    """
-    share = seen.setdefault
-    out = []
-    for event in events:
-        row = list(event)
-        for i in _SHARED_FIELDS:
-            row[i] = share(row[i], row[i])
-        out.append(tuple(row))
-    return out
-
-
 def _serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
     first = _read_message(stdin)
     if first is None:
         return
     parser: Parser = pickle.loads(first)
     while (request := _read_message(stdin)) is not None:
-        seen: dict[object, object] = {}
         events: list[tuple[object, ...]] = []
         rejects: list[tuple[object, ...]] = []
         foreign = 0
         for at, block in marshal.loads(request):
             parsed = parser.parse_block(block, at)
-            events.extend(_shared(parsed.events, seen))
+            # (equal values are one object each: marshal sends them once, see parse_block)
+            events.extend(map(tuple, parsed.events))
             rejects.extend(map(tuple, parsed.rejects))
             foreign += parsed.foreign
         answer = marshal.dumps((events, rejects, foreign))
