@@ -21,7 +21,7 @@ from lmod_tracker.reports.db import Reader, open_reader
 from lmod_tracker.reports.render import to_csv, to_json, to_text, zone
 from lmod_tracker.reports.result import Table
 from lmod_tracker.reports.spider import parse_spider
-from lmod_tracker.reports.window import ReportError, resolve_window
+from lmod_tracker.reports.window import ReportError, Window, resolve_window
 from lmod_tracker.store.base import StoreError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -52,6 +52,18 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+async def answer(reader: Reader, window: Window, cluster: str | None,
+                 ask: Callable[[Reader, queries.Catalog, queries.Scope],
+                               Awaitable[Table | list[Table]]]) -> list[Table]:
+    """Read the catalog, resolve the cluster and ask, all in one snapshot of the database: the
+    statements of a report never mix rows committed between them."""
+    async with reader.snapshot():
+        cat = await queries.catalog(reader)
+        sc = queries.scope(cat, window, cluster)
+        result = await ask(reader, cat, sc)
+    return result if isinstance(result, list) else [result]
+
+
 def _execute(ctx: click.Context, report: str, opts: dict[str, Any],
              ask: Callable[[Reader, queries.Catalog, queries.Scope],
                            Awaitable[Table | list[Table]]],
@@ -70,12 +82,9 @@ def _execute(ctx: click.Context, report: str, opts: dict[str, Any],
     async def go() -> list[Table]:
         reader = open_reader(settings)
         try:
-            cat = await queries.catalog(reader)
-            sc = queries.scope(cat, window, opts["cluster"])
-            result = await ask(reader, cat, sc)
+            return await answer(reader, window, opts["cluster"], ask)
         finally:
             await reader.close()
-        return result if isinstance(result, list) else [result]
 
     try:
         tables = asyncio.run(go())

@@ -1,11 +1,14 @@
 """A read-only connection for reports: SQLite opened ``mode=ro``, MariaDB in a read-only
-transaction mode. Errors are classified like the writer's (errors.py)."""
+transaction mode. A report runs in one snapshot (:meth:`Reader.snapshot`): its statements (top's
+loads, then distinct users, then first and last loads; trend's statements per period) all see
+the database as it was at the report's first read, whatever the daemon commits meanwhile.
+Errors are classified like the writer's (errors.py)."""
 
 from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +21,10 @@ _MYSQL_SESSION = (
     # groups: in memory up to 256 MiB (the 16 MiB default sends them to disk: 2x slower).
     "SET SESSION tmp_table_size = 268435456, max_heap_table_size = 268435456",
     "SET SESSION TRANSACTION READ ONLY",
-    "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+    # a report's statements read one consistent snapshot (Reader.snapshot)
+    "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
 )
+_MYSQL_BEGIN = "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY"
 
 
 class Reader:
@@ -39,6 +44,23 @@ class Reader:
 
     async def table_exists(self, name: str) -> bool:
         raise NotImplementedError
+
+    async def _begin(self) -> None:
+        raise NotImplementedError
+
+    async def _end(self) -> None:
+        raise NotImplementedError
+
+    @contextlib.asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[None]:
+        """The statements run inside see one snapshot of the database: a read-only transaction
+        (MariaDB: REPEATABLE READ, started WITH CONSISTENT SNAPSHOT; SQLite: a deferred
+        transaction, whose first read fixes the snapshot of the WAL), ended on leaving."""
+        await self._begin()
+        try:
+            yield
+        finally:
+            await self._end()
 
 
 class SQLiteReader(Reader):
@@ -76,6 +98,18 @@ class SQLiteReader(Reader):
         found = await self.rows(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
         return bool(found)
+
+    async def _begin(self) -> None:
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN")
+        except sqlite3.Error as exc:
+            raise classify_sqlite(exc, self.describe()) from None
+
+    async def _end(self) -> None:
+        if self._conn is not None and self._conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.rollback()
 
     async def close(self) -> None:
         if self._conn is not None:
@@ -135,6 +169,16 @@ class MySQLReader(Reader):
             "SELECT 1 FROM information_schema.tables WHERE table_schema = DATABASE()"
             " AND table_name = %s", (name,))
         return bool(found)
+
+    async def _begin(self) -> None:
+        await self.rows(_MYSQL_BEGIN)
+
+    async def _end(self) -> None:
+        # nothing was written: a failed ROLLBACK (a dropped connection) loses nothing
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                async with self._conn.cursor() as cur:
+                    await cur.execute("ROLLBACK")
 
     async def close(self) -> None:
         if self._conn is not None:
