@@ -390,12 +390,15 @@ def _periods(since: dt.date, until: dt.date, every: str) -> list[dt.date]:
     return out
 
 
-@pytest.mark.parametrize(("every", "module", "days"), [
-    ("month", None, 365), ("week", None, 120), ("week", "python", 120),
-    ("day", "gcc/12.2.0", 20), ("day", None, 15)])
-def test_trend(rdb: DbHandle, every: str, module: str | None, days: int) -> None:
+@pytest.mark.parametrize(("every", "module", "days", "cluster"), [
+    ("month", None, 365, None), ("week", None, 120, None), ("week", "python", 120, None),
+    ("day", "gcc/12.2.0", 20, None), ("day", None, 15, None),
+    ("month", None, 365, "beta"), ("week", None, 120, "beta")])
+def test_trend(rdb: DbHandle, every: str, module: str | None, days: int,
+               cluster: str | None) -> None:
     since, until = last_days(days)
-    args = ["trend", *([module] if module else []), "--every", every, "--since", f"{days}d"]
+    args = ["trend", *([module] if module else []), "--every", every, "--since", f"{days}d",
+            *(["--cluster", cluster] if cluster else [])]
     rows = csv_rows(rdb, *args)
 
     def start(d: dt.date) -> dt.date:
@@ -403,8 +406,8 @@ def test_trend(rdb: DbHandle, every: str, module: str | None, days: int) -> None
             return d - dt.timedelta(days=d.weekday())
         return d.replace(day=1) if every == "month" else d
 
-    chosen = pick(since, until, where=lambda x: module is None or x.package == module
-                  or x.module == module)
+    chosen = pick(since, until, cluster=cluster,
+                  where=lambda x: module is None or x.package == module or x.module == module)
     per = group(chosen, lambda x: start(x.day))
     expected = []
     for p in _periods(since, until, every):
@@ -414,6 +417,26 @@ def test_trend(rdb: DbHandle, every: str, module: str | None, days: int) -> None
                          "modules": str(len({x.module for x in lds}))})
     assert rows == expected
     assert sum(int(r["loads"]) for r in rows) == len(chosen) > 0
+
+
+# --------------------------------------------------------------- nothing in the window
+
+
+@pytest.mark.parametrize("cluster", [None, "beta"])
+def test_reports_of_a_window_without_loads(rdb: DbHandle, tmp_path: Path,
+                                           cluster: str | None) -> None:
+    """A window (or a cluster's part of it) without a load: html and top answer with empty
+    tables; no statement is built with an empty ``IN ()`` (MariaDB refuses it)."""
+    window = ["--since", "2001-01-01", "--until", "2001-03-31",
+              *(["--cluster", cluster] if cluster else [])]
+    assert pick(dt.date(2001, 1, 1), dt.date(2001, 3, 31)) == []
+    page = tmp_path / "usage.html"
+    report(rdb, "html", "-o", str(page), *window)
+    text = page.read_text()
+    assert 'id="top-empty"' in text and 'id="top_users-empty"' in text
+    for by in ("package", "version"):
+        assert csv_rows(rdb, "top", "--by", by, *window) == []
+    assert {r["loads"] for r in csv_rows(rdb, "trend", "--every", "month", *window)} == {"0"}
 
 
 # ---------------------------------------------------------------------------- unused

@@ -1,8 +1,10 @@
-"""Report pieces without a database: windows, version order, spider parsing, and the systemd
-timer + service pair (verified, hardened, and its commands run as the unit would)."""
+"""Report pieces without a database: windows, version order, spider parsing, the parameters of
+``top``'s statements (a recording reader), and the systemd timer + service pair (verified,
+hardened, and its commands run as the unit would)."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 import re
@@ -10,10 +12,14 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from lmod_tracker.reports import queries
+from lmod_tracker.reports.db import Reader
 from lmod_tracker.reports.spider import parse_spider
 from lmod_tracker.reports.window import ReportError, Window, resolve_window, version_key
 from tests.support import reportdata as rd
@@ -65,6 +71,60 @@ def test_spider_list_and_json_forms() -> None:
         parse_spider("{nope")
     with pytest.raises(ReportError, match="lists no modules"):
         parse_spider("\n\n")
+
+
+# ------------------------------------------------------------- top's statement parameters
+
+
+class _Recorder(Reader):
+    """Answers ``top``'s statements with a few rows and keeps each statement's parameters."""
+
+    backend = "sqlite"
+
+    def __init__(self, loaded: Sequence[int]) -> None:
+        self.loaded = loaded
+        self.statements: list[tuple[str, int]] = []
+
+    async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        self.statements.append((sql, len(params)))
+        text = " ".join(sql.split())
+        if text.startswith("SELECT id FROM `user`"):
+            return [(7,)]
+        if text.startswith("SELECT r.package_id, SUM(r.") and "COUNT" not in text:
+            # loads per version (SQL_TOP_LOADS)
+            return [(pid, 10 + pid) for pid in self.loaded]
+        if text.startswith("SELECT COUNT(DISTINCT r.user_id)"):  # users of one package
+            return [(1,)]
+        return []
+
+
+#: 600 versions of 50 packages: p1 has 12 versions, p20..p29 120
+CATALOG = queries.Catalog({i: (f"p{i % 50}", str(i)) for i in range(600)}, {"beta": 2})
+
+
+@pytest.mark.parametrize("days", [30, 365, 700, 767, 768, 1000, 3000])
+@pytest.mark.parametrize("exclude", [(), ("^p1/",), ("^p1/", "^p2[0-9]/")])
+@pytest.mark.parametrize("user", [None, "u"])
+def test_top_statements_stay_under_the_parameter_cap(days: int, exclude: tuple[str, ...],
+                                                     user: str | None) -> None:
+    """With --cluster, top lists the window's days one by one only while they fit with the
+    other parameters (older SQLite takes at most 999 per statement): never more than
+    queries.MAX_PARAMS in any statement, whatever the window, --exclude or --user."""
+    window = Window(TODAY - dt.timedelta(days=days - 1), TODAY)
+    sc = queries.Scope(window, "beta", 2)
+    others = 1 + (user is not None) + len(CATALOG.exclude(exclude))  # cluster, user, excluded
+    for by in ("package", "version"):
+        for limit, user_requested in ((20, False), (2, False), (0, False), (20, True)):
+            reader = _Recorder(loaded=[40, 90, 41, 91, 45])
+            asyncio.run(queries.top(reader, CATALOG, sc, by=by,  # type: ignore[arg-type]
+                                    user=user, user_requested=user_requested,
+                                    exclude=exclude, limit=limit))
+            if limit and not user_requested:  # the follow-up statements ran too
+                assert any("COUNT(DISTINCT" in sql for sql, _ in reader.statements)
+            worst = max(n for _, n in reader.statements)
+            assert worst <= queries.MAX_PARAMS, (by, limit, worst)
+            listed = any("r.day IN" in sql for sql, _ in reader.statements)
+            assert listed == (days + others <= queries.MAX_PARAMS), (by, limit, listed)
 
 
 # ------------------------------------------------------------------------------ systemd

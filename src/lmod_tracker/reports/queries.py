@@ -38,11 +38,15 @@ _GLOB = re.compile(r"[*?\[]")
 _CHUNK = 500
 #: windows up to this many days are given as a list of days with --cluster (see _Filter.days)
 _DAY_POINTS = 1000
+#: at most this many parameters in one statement: the list of days is used only when it fits
+#: with the others (SQLite builds before 3.32, such as RHEL 8's 3.26, allow 999)
+MAX_PARAMS = 900
 
 # ------------------------------------------------------------------------------------ SQL
 # Shared text uses ``?``; _q() turns it into ``%s`` for MariaDB. {where} holds the filters.
 # {g} is ``+`` on SQLite: without it SQLite's planner reads a window's rows through the
-# (package_id, day) index to save the sort, one table lookup per row (3x slower over a year).
+# (package_id, day) index to save the sort, one table lookup per row. Timings of these
+# statements: README.md, "How fast" (10M loads, measured by bench/reports.py).
 
 SQL_TOP_VERSION = """
 SELECT r.package_id, SUM(r.{loads}) AS loads, COUNT(DISTINCT r.user_id) AS users,
@@ -66,7 +70,7 @@ GROUP BY p.name"""
 #: aggregate of a year of rows), then only for the versions or packages shown (and ties at the
 #: cut) their distinct users, read from the (package_id, day) index alone (it holds cluster_id
 #: and user_id too), and their first and last load, from the first and last day each version
-#: was loaded on (index probes). A year at 10M loads: 2.5-3.9 s -> 1.3-1.7 s.
+#: was loaded on (index probes).
 SQL_TOP_LOADS = """
 SELECT r.package_id, SUM(r.{loads})
 FROM usage_daily r
@@ -106,7 +110,7 @@ GROUP BY r.package_id, r.user_id"""
 
 SQL_USERS = """
 SELECT r.user_id, r.package_id, SUM(r.loads), MIN(r.first_load), MAX(r.last_load)
-FROM usage_daily r{ix}
+FROM usage_daily r
 WHERE r.package_id IN {ids} AND r.day BETWEEN ? AND ?{where}
 GROUP BY r.user_id, r.package_id"""
 
@@ -118,8 +122,8 @@ WHERE r.user_id = ? AND r.day BETWEEN ? AND ?{where}
 GROUP BY r.package_id"""
 
 #: trend: one statement per period (a day, a week from Monday, a month), each a range of the
-#: primary key: no sort of the window's rows by an expression, about 3x faster than one GROUP BY
-#: over a year on both engines.
+#: primary key: no sort of the window's rows by an expression (faster than one GROUP BY by a
+#: date expression over a year on both engines).
 SQL_TREND = """
 SELECT SUM(r.loads), COUNT(DISTINCT r.user_id), COUNT(DISTINCT r.package_id)
 FROM usage_daily r
@@ -129,9 +133,8 @@ WHERE r.day BETWEEN ? AND ?{where}"""
 #: counted as the users (versions) with a row in it, one probe each of the (user_id, day) or
 #: (package_id, day) index instead of COUNT(DISTINCT) over the period's rows. SQLite: EXISTS
 #: per user (version); MariaDB: GROUP BY on the index, read as a loose index scan (it would
-#: turn the EXISTS into a join reading every row). A year by month at 10M loads: SQLite 1.06 ->
-#: 0.48 s, MariaDB 1.15 -> 0.71 s. Dearer per day (SQLite, 90 days: 0.25 -> 0.39 s) and, on
-#: MariaDB, per week (1.12 -> 1.36 s) or with --cluster (no loose scan: 0.66 -> 1.54 s).
+#: turn the EXISTS into a join reading every row). Measured dearer than COUNT(DISTINCT) per day
+#: (SQLite) and, on MariaDB, per week or with --cluster (no loose scan): those keep SQL_TREND.
 SQL_TREND_LOADS = """
 SELECT SUM(r.loads) FROM usage_daily r
 WHERE r.day BETWEEN ? AND ?{where}"""
@@ -149,7 +152,7 @@ SELECT COUNT(*) FROM (SELECT r.{column}, MIN(r.day) FROM usage_daily r
 
 #: unused: the last day (up to the window's end) each module version was loaded on; one index
 #: probe per version on (package_id, day). ORDER BY .. LIMIT 1, not MAX(): MariaDB reads every
-#: row of the version for a MAX() under a range (0.5 s against 0.02 s at 10M loads).
+#: row of the version for a MAX() under a range.
 SQL_LAST_DAY = """
 SELECT p.id, (SELECT r.day FROM usage_daily r
               WHERE r.package_id = p.id AND r.day <= ?{where}
@@ -158,7 +161,7 @@ FROM package p"""
 
 SQL_TOTALS = """
 SELECT r.package_id, SUM(r.loads), MAX(r.last_load)
-FROM usage_daily r{ix}
+FROM usage_daily r
 WHERE r.package_id IN {ids} AND r.day <= ?{where}
 GROUP BY r.package_id"""
 
@@ -207,8 +210,10 @@ def _g(reader: Reader) -> str:
 
 
 def _ix(reader: Reader) -> str:
-    """MariaDB: read a few versions' rows through the (package_id, day) index (its optimizer
-    prefers a range of the primary key and a sort: 1.3-2.5x slower at 10M loads)."""
+    """MariaDB: count a few versions' distinct users from the (package_id, day) index alone (its
+    optimizer prefers a range of the primary key and a sort). Only for statements the index
+    covers (it holds cluster_id and user_id): forcing it on a statement that reads loads or
+    times costs one primary-key lookup per row."""
     return " FORCE INDEX (ix_usage_daily_package_day)" if reader.backend == "mysql" else ""
 
 
@@ -366,8 +371,8 @@ class _Filter:
     indexed: bool
     #: the window in the statements that read it by primary key: with a cluster, each day of
     #: the window as a point, so (day, cluster_id) seeks that cluster's rows instead of reading
-    #: every cluster's and filtering (a year, one cluster of 3: 0.94 -> 0.57 s on MariaDB,
-    #: 0.96 -> 0.72 s on SQLite)
+    #: every cluster's and filtering; the range when the days and the other parameters would
+    #: pass MAX_PARAMS
     days: str = "r.day BETWEEN ? AND ?"
     days_params: list[Any] = field(default_factory=list)
 
@@ -391,7 +396,8 @@ async def _top_filter(reader: Reader, cat: Catalog, sc: Scope, *, user: str | No
     flt = _Filter(where, params, "user_loads" if user_requested else "loads",
                   indexed=not user_requested)
     flt.days_params = _days(sc.window)
-    if sc.cluster_id is not None and sc.window.days <= _DAY_POINTS:
+    if (sc.cluster_id is not None and sc.window.days <= _DAY_POINTS
+            and sc.window.days + len(params) <= MAX_PARAMS):
         flt.days = f"r.day IN {_in(sc.window.days)}"
         flt.days_params = [(sc.window.since + dt.timedelta(days=i)).isoformat()
                            for i in range(sc.window.days)]
@@ -457,9 +463,9 @@ async def _top_versions(reader: Reader, cat: Catalog, sc: Scope, flt: _Filter, l
 
 
 async def _top_packages(reader: Reader, cat: Catalog, sc: Scope, flt: _Filter, limit: int
-                        ) -> tuple[list[tuple[Any, ...]], int, dict[str, list[int]]]:
-    """Rows (package, versions, loads, users, first, last) sorted, the number of packages
-    with loads, and the loaded version ids of each package."""
+                        ) -> tuple[list[tuple[Any, ...]], int]:
+    """Rows (package, versions, loads, users, first, last) sorted and the number of packages
+    with loads."""
     params = [*_days(sc.window), *flt.params]
     scan_params = [*flt.days_params, *flt.params]
     if limit <= 0 or not flt.indexed:
@@ -468,7 +474,7 @@ async def _top_packages(reader: Reader, cat: Catalog, sc: Scope, flt: _Filter, l
         rows = [(str(name), _int(v), _int(n), _int(u), _time(a), _time(b))
                 for name, n, u, a, b, v in await reader.rows(_q(reader, sql), scan_params)]
         rows.sort(key=lambda r: (-r[2], -r[3], r[0].lower()))
-        return rows, len(rows), {}
+        return rows, len(rows)
     sql = SQL_TOP_LOADS.format(loads=flt.loads, days=flt.days, where=flt.where, g=_g(reader))
     loads: dict[str, int] = defaultdict(int)
     versions: dict[str, list[int]] = defaultdict(list)
@@ -492,7 +498,7 @@ async def _top_packages(reader: Reader, cat: Catalog, sc: Scope, flt: _Filter, l
         lasts = [t for t in (edges[p][1] for p in versions[name]) if t is not None]
         rows.append((name, n_versions, n, u, min(firsts, default=None),
                      max(lasts, default=None)))
-    return rows, len(loads), dict(versions)
+    return rows, len(loads)
 
 
 async def top(reader: Reader, cat: Catalog, sc: Scope, *, by: Literal["package", "version"],
@@ -509,7 +515,7 @@ async def top(reader: Reader, cat: Catalog, sc: Scope, *, by: Literal["package",
         columns = [Column("package"), Column("version"), Column("loads", "int"),
                    Column("users", "int"), *TIME_COLUMNS]
     else:
-        rows, total, _ = await _top_packages(reader, cat, sc, flt, limit)
+        rows, total = await _top_packages(reader, cat, sc, flt, limit)
         columns = [Column("package"), Column("versions", "int"), Column("loads", "int"),
                    Column("users", "int"), *TIME_COLUMNS]
     if limit > 0:
@@ -529,7 +535,7 @@ async def top_with_users(reader: Reader, cat: Catalog, sc: Scope, *, limit: int,
     of the first ``users_of`` packages (as :func:`users` would list them): one statement per
     listed package, reading only that package's rows."""
     flt = await _top_filter(reader, cat, sc, user=None, user_requested=False, exclude=())
-    rows, total, _ = await _top_packages(reader, cat, sc, flt, limit)
+    rows, total = await _top_packages(reader, cat, sc, flt, limit)
     rows = rows[:limit] if limit > 0 else rows
     columns = [Column("package"), Column("versions", "int"), Column("loads", "int"),
                Column("users", "int"), *TIME_COLUMNS]
@@ -543,10 +549,13 @@ async def top_with_users(reader: Reader, cat: Catalog, sc: Scope, *, limit: int,
     listed = [r[0] for r in rows[:users_of]]
     per_user: dict[str, dict[int, list[Any]]] = {name: {} for name in listed}
     # MariaDB: one statement for every listed package; SQLite: one per package (it sorts
-    # each package's rows apart faster than all of them at once: 1.0 s against 1.4 s)
+    # each package's rows apart faster than all of them at once). None when nothing is listed
+    # (a window or cluster without loads): MariaDB refuses an empty IN ().
     batches = [listed] if reader.backend == "mysql" else [[name] for name in listed]
     for batch in batches:
         ids = sorted(pid for name in batch for pid in ids_of[name])
+        if not ids:
+            continue
         sql = SQL_USERS_OF_PACKAGES.format(ids=_in(len(ids)), where=flt.where)
         for pid, uid, n, last in await reader.rows(_q(reader, sql),
                                                    [*ids, *_days(sc.window), *flt.params]):
@@ -581,7 +590,7 @@ async def users(reader: Reader, cat: Catalog, sc: Scope, module: str) -> Table:
     for chunk in _chunks(ids):
         params: list[Any] = [*chunk, *_days(sc.window)]
         where = _cluster_filter(sc, "r", params)
-        sql = SQL_USERS.format(ids=_in(len(chunk)), where=where, ix=_ix(reader))
+        sql = SQL_USERS.format(ids=_in(len(chunk)), where=where)
         for uid, pid, n, first, last in await reader.rows(_q(reader, sql), params):
             uid = int(uid)
             entry = per_user.setdefault(uid, [0, None, None])
@@ -713,7 +722,7 @@ async def _totals(reader: Reader, sc: Scope, ids: Sequence[int]
     for chunk in _chunks(sorted(ids)):
         params: list[Any] = [*chunk, sc.window.until.isoformat()]
         where = _cluster_filter(sc, "r", params)
-        sql = SQL_TOTALS.format(ids=_in(len(chunk)), where=where, ix=_ix(reader))
+        sql = SQL_TOTALS.format(ids=_in(len(chunk)), where=where)
         for pid, n, last in await reader.rows(_q(reader, sql), params):
             out[int(pid)] = (_int(n), _time(last))
     return out
