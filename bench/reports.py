@@ -53,6 +53,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -451,6 +452,8 @@ def main() -> None:
     ap.add_argument("--only", action="append", default=[], metavar="TEXT",
                     help="time only the commands whose text contains TEXT (repeatable)")
     args = ap.parse_args()
+    if args.reuse and args.work is None:
+        ap.error("--reuse needs --work DIR (the directory a previous run left)")
     rows = 200_000 if args.quick else args.rows
     runs = 1 if args.quick else args.runs
     today = dt.datetime.now(dt.UTC).date()
@@ -461,6 +464,9 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     stamp = {"rows": rows, "seed": args.seed, "today": today.isoformat()}
     state_file = work / "state.json"
+    if not args.reuse and state_file.exists():
+        forget(work, json.loads(state_file.read_text()))
+        state_file.unlink()
     state = json.loads(state_file.read_text()) if args.reuse and state_file.exists() else {}
     if args.reuse and state.get("stamp") != stamp:
         raise SystemExit(f"--reuse: {work} holds {state.get('stamp')}, not {stamp}")
@@ -532,6 +538,25 @@ def main() -> None:
                  args.buffer_pool))
     if temporary and not args.keep:
         shutil.rmtree(work)
+
+
+def forget(work: Path, old: dict[str, Any]) -> None:
+    """A run without --reuse over a --work directory a previous run left: drop the MariaDB
+    databases its state lists (the shared server's by name, the private server's with its data
+    directory, WORK/mariadb), so none is left behind unlisted."""
+    for key, name in old.get("loaded", {}).items():
+        if key == "mysql:shared":
+            say(f"dropping MariaDB database {name} of the previous run in {work}")
+            try:
+                drop_mysql_database(discover_mysql(), name)
+            except Exception as exc:
+                raise SystemExit(f"{work} lists MariaDB database {name} of a previous run,"
+                                 f" which could not be dropped ({exc}): drop it, or give"
+                                 " --reuse") from None
+    private = work / "mariadb"
+    if private.is_dir():
+        say(f"removing the private mariadbd data of the previous run: {private}")
+        shutil.rmtree(private)
 
 
 def check(db: DbHandle, rows: int, rollup_rows: int) -> None:
