@@ -21,10 +21,6 @@ from tests.support import reportdata as rd
 from tests.support.daemon import cli
 from tests.support.databases import (
     DbHandle,
-    create_mysql_database,
-    drop_mysql_database,
-    mysql_handle,
-    sqlite_handle,
 )
 from tests.support.reportdata import Load
 
@@ -32,32 +28,11 @@ LOADS = rd.make_loads()
 NY = "America/New_York"
 
 
-@pytest.fixture(scope="module", params=[
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("mysql", id="mysql", marks=pytest.mark.mysql),
-])
+@pytest.fixture(scope="module", params=rd.BACKENDS)
 def rdb(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         ) -> Iterator[DbHandle]:
     """The known loads ingested once per backend for the whole module."""
-    yield from _loaded(request, tmp_path_factory.mktemp(f"reports-{request.param}"), LOADS)
-
-
-def _loaded(request: pytest.FixtureRequest, tmp: Path, loads: list[Load]
-            ) -> Iterator[DbHandle]:
-    """A database of ``request.param``'s backend holding ``loads``, dropped afterwards."""
-    if request.param == "sqlite":
-        handle = sqlite_handle(tmp / "lmod.db")
-        rd.load(handle, tmp, loads)
-        yield handle
-        return
-    server = request.getfixturevalue("_mysql_credentials")
-    name = create_mysql_database(server)
-    try:
-        handle = mysql_handle(server, name)
-        rd.load(handle, tmp, loads)
-        yield handle
-    finally:
-        drop_mysql_database(server, name)
+    yield from rd.loaded(request, tmp_path_factory.mktemp(f"reports-{request.param}"), LOADS)
 
 
 def report(db: DbHandle, *args: str, tz: str = "UTC", check: bool = True) -> Any:
@@ -244,17 +219,14 @@ TIES = [("w/1", "alice"), ("w/1", "bob"), ("w/2", "carol"), ("w/2", "carol"),
         *[("x/1", "alice")] * 4, ("v/1", "bob")]
 
 
-@pytest.fixture(scope="module", params=[
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("mysql", id="mysql", marks=pytest.mark.mysql),
-])
+@pytest.fixture(scope="module", params=rd.BACKENDS)
 def tiedb(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[DbHandle]:
     tmp = tmp_path_factory.mktemp(f"ties-{request.param}")
     base = dt.datetime.combine(today(), dt.time(), dt.UTC) - dt.timedelta(days=3)
     loads = [Load(base + dt.timedelta(hours=i, microseconds=i), user, module, "a01", "alpha",
                   1, None) for i, (module, user) in enumerate(TIES)]
-    yield from _loaded(request, tmp, loads)
+    yield from rd.loaded(request, tmp, loads)
 
 
 @pytest.mark.parametrize("by", ["package", "version"])

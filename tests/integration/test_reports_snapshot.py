@@ -21,35 +21,15 @@ from tests.support import reportdata as rd
 from tests.support.daemon import cli
 from tests.support.databases import (
     DbHandle,
-    create_mysql_database,
-    drop_mysql_database,
-    mysql_handle,
-    sqlite_handle,
 )
 from tests.support.reportdata import Load
 
 
-@pytest.fixture(scope="module", params=[
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("mysql", id="mysql", marks=pytest.mark.mysql),
-])
+@pytest.fixture(scope="module", params=rd.BACKENDS)
 def sdb(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         ) -> Iterator[DbHandle]:
     tmp = tmp_path_factory.mktemp(f"snapshot-{request.param}")
-    loads = rd.make_loads(n=300)
-    if request.param == "sqlite":
-        handle = sqlite_handle(tmp / "lmod.db")
-        rd.load(handle, tmp, loads)
-        yield handle
-        return
-    server = request.getfixturevalue("_mysql_credentials")
-    name = create_mysql_database(server)
-    try:
-        handle = mysql_handle(server, name)
-        rd.load(handle, tmp, loads)
-        yield handle
-    finally:
-        drop_mysql_database(server, name)
+    yield from rd.loaded(request, tmp, rd.make_loads(n=300))
 
 
 def _reader(db: DbHandle) -> Reader:

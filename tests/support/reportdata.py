@@ -12,12 +12,20 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from tests.support.daemon import cli
-from tests.support.databases import DbHandle
+from tests.support.databases import (
+    DbHandle,
+    create_mysql_database,
+    drop_mysql_database,
+    mysql_handle,
+    sqlite_handle,
+)
 
 USERS = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi")
 #: module -> weight; intel/2021.4 is loaded only long ago, python/3.9.18 is no longer installed.
@@ -181,3 +189,27 @@ def run_spider(spider: Path, tree: Path, fmt: str, out: Path) -> Path:
                           text=True, timeout=120, check=True, cwd=out.parent)
     out.write_text(proc.stdout)
     return out
+
+
+#: params of a module fixture that gives each test a database of either backend (:func:`loaded`)
+BACKENDS = [pytest.param("sqlite", id="sqlite"),
+            pytest.param("mysql", id="mysql", marks=pytest.mark.mysql)]
+
+
+def loaded(request: pytest.FixtureRequest, tmp: Path, loads: Sequence[Load]
+           ) -> Iterator[DbHandle]:
+    """For a fixture parametrized by backend: a database of ``request.param``'s backend
+    holding ``loads`` (see :func:`load`), dropped afterwards."""
+    if request.param == "sqlite":
+        handle = sqlite_handle(tmp / "lmod.db")
+        load(handle, tmp, loads)
+        yield handle
+        return
+    server = request.getfixturevalue("_mysql_credentials")
+    name = create_mysql_database(server)
+    try:
+        handle = mysql_handle(server, name)
+        load(handle, tmp, loads)
+        yield handle
+    finally:
+        drop_mysql_database(server, name)
