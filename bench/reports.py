@@ -18,6 +18,9 @@ facts, as on real clusters); 70 % of loads are in a job, 60 % user-requested, 35
 dependencies, 5 % unknown. Loads are spread over the 365
 days up to today with more on weekdays.
 
+The monthly rollup is then built by ``lmod-tracker db months`` (timed), as the daemon keeps
+it; ``--no-months`` unlists every month instead, so the reports read ``usage_daily`` alone.
+
 Loading: the schema is created by ``lmod-tracker db init``; facts go in with ``LOAD DATA
 LOCAL INFILE`` (mariadb client) or ``executemany`` (SQLite), with the secondary indexes
 dropped during the load and created again after it, so the tables end up exactly as the
@@ -58,6 +61,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from lmod_tracker.store.base import schema_statement  # noqa: E402
 from tests.support.databases import (  # noqa: E402
     DbHandle,
     MysqlServer,
@@ -226,6 +230,29 @@ def generate(pop: Population, rows: int, seed: int, today: dt.date, work: Path
             f.write(f"{key[0]}\t{key[1]}\t{key[2]}\t{key[3]}\t{loads}\t{user_loads}\t"
                     f"{first}\t{last}\n")
     return facts_tsv, rollup_tsv, len(rollup)
+
+
+def count_rollups(pop: Population, rows: int, seed: int, today: dt.date) -> tuple[int, int]:
+    """The usage_daily and usage_monthly rows ``rows`` generated loads make, counted without
+    writing anything (the loads come in time order: one day's and one month's keys at a time)."""
+    rng = random.Random(seed + 1)
+    daily = monthly = 0
+    day_keys: set[tuple[int, int, int]] = set()
+    month_keys: set[tuple[int, int, int]] = set()
+    day = month = ""
+    for uid, pid, _host, cluster, _userload, _job, stamp in facts(pop, rows, rng, today):
+        if stamp[:10] != day:
+            daily += len(day_keys)
+            day_keys.clear()
+            day = stamp[:10]
+            if day[:7] != month:
+                monthly += len(month_keys)
+                month_keys.clear()
+                month = day[:7]
+        key = (cluster, pid, uid)
+        day_keys.add(key)
+        month_keys.add(key)
+    return daily + len(day_keys), monthly + len(month_keys)
 
 
 def dimensions(pop: Population) -> dict[str, list[tuple[object, ...]]]:
@@ -449,11 +476,28 @@ def main() -> None:
                     " generating and loading them again")
     ap.add_argument("--buffer-pool", metavar="SIZE", help="run MariaDB on a private mariadbd"
                     " (data in WORK/mariadb) with innodb_buffer_pool_size=SIZE, e.g. 1G")
+    ap.add_argument("--no-months", action="store_true",
+                    help="time the reports without the monthly rollup (its marks deleted:"
+                    " every month is read from usage_daily; a later run builds it again)")
+    ap.add_argument("--count", metavar="N,N,...",
+                    help="only count the rollup rows that N generated loads make (no database),"
+                    " for each N, and print a table")
     ap.add_argument("--only", action="append", default=[], metavar="TEXT",
                     help="time only the commands whose text contains TEXT (repeatable)")
     args = ap.parse_args()
     if args.reuse and args.work is None:
         ap.error("--reuse needs --work DIR (the directory a previous run left)")
+    if args.count:
+        sizes = [int(n.replace("_", "")) for n in args.count.split(",")]
+        today = dt.datetime.now(dt.UTC).date()
+        print("| loads a year | usage_daily rows | per load | usage_monthly rows | of the daily |")
+        print("|---|---|---|---|---|")
+        for n in sizes:
+            t0 = time.perf_counter()
+            d, m = count_rollups(population(random.Random(args.seed)), n, args.seed, today)
+            say(f"  {n:,} loads counted in {time.perf_counter() - t0:.0f} s")
+            print(f"| {n:,} | {d:,} | {d / n:.3f} | {m:,} | {m / d:.1%} |", flush=True)
+        return
     rows = 200_000 if args.quick else args.rows
     runs = 1 if args.quick else args.runs
     today = dt.datetime.now(dt.UTC).date()
@@ -488,6 +532,7 @@ def main() -> None:
         cmds = [c for c in cmds if any(t in " ".join(c) for t in args.only)]
     timings: list[Timing] = []
     loads: dict[str, float] = {}
+    builds: dict[str, float | None] = {}
     start = python_start()
     say(f"python + lmod-tracker start: {start:.2f} s")
 
@@ -515,6 +560,7 @@ def main() -> None:
                         state["loaded"][key] = name
                         save()
                 check(db, rows, rollup_rows)
+                monthly(db, "MariaDB", args.no_months, builds)
                 timings += time_commands(db.env, "MariaDB", cmds, runs)
             finally:
                 if not (args.keep or not temporary):
@@ -533,9 +579,10 @@ def main() -> None:
                 state["loaded"]["sqlite"] = str(path)
                 save()
             check(db, rows, rollup_rows)
+            monthly(db, "SQLite", args.no_months, builds)
             timings += time_commands(db.env, "SQLite", cmds, runs)
     print(render(timings, rows, rollup_rows, len(pop.packages), loads, start,
-                 args.buffer_pool))
+                 args.buffer_pool, builds))
     if temporary and not args.keep:
         shutil.rmtree(work)
 
@@ -559,6 +606,32 @@ def forget(work: Path, old: dict[str, Any]) -> None:
         shutil.rmtree(private)
 
 
+def monthly(db: DbHandle, label: str, off: bool, builds: dict[str, float | None]) -> None:
+    """The monthly rollup as the daemon keeps it: ``lmod-tracker db months`` (timed) when no
+    month is built; with ``off``, no month marked built (reports read usage_daily only)."""
+    if off:
+        db.execute("DELETE FROM usage_month")
+        builds[label] = None
+        say(f"  {label}: monthly rollup off (usage_month emptied)")
+        return
+    existing = {str(n) for (n,) in db.rows(
+        "SELECT name FROM sqlite_master WHERE type = 'table'" if db.kind == "sqlite" else
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()")}
+    for table in ("usage_monthly", "package_monthly", "usage_month"):
+        if table not in existing:  # a database loaded by an older version of this script
+            db.execute(schema_statement(db.kind, table))
+    if db.scalar("SELECT COUNT(*) FROM usage_month") and db.scalar(
+            "SELECT COUNT(*) FROM package_monthly"):
+        say(f"  {label}: monthly rollup already built")
+        return
+    db.execute("DELETE FROM usage_month")
+    t0 = time.perf_counter()
+    lmod(db.env, "db", "months")
+    builds[label] = time.perf_counter() - t0
+    n = db.scalar("SELECT COUNT(*) FROM usage_monthly")
+    say(f"  {label}: monthly rollup built in {builds[label]:.1f} s ({n:,} rows)")
+
+
 def check(db: DbHandle, rows: int, rollup_rows: int) -> None:
     facts = db.scalar("SELECT COUNT(*) FROM module_usage")
     rolled = db.rows("SELECT COUNT(*), SUM(loads) FROM usage_daily")[0]
@@ -569,7 +642,8 @@ def check(db: DbHandle, rows: int, rollup_rows: int) -> None:
 
 
 def render(timings: list[Timing], rows: int, rollup_rows: int, versions: int,
-           loads: dict[str, float], start: float, buffer_pool: str | None) -> str:
+           loads: dict[str, float], start: float, buffer_pool: str | None,
+           builds: dict[str, float | None]) -> str:
     mysql_version = ""
     with contextlib.suppress(OSError):
         mysql_version = subprocess.run(["mariadb", "--version"], capture_output=True,
@@ -581,7 +655,10 @@ def render(timings: list[Timing], rows: int, rollup_rows: int, versions: int,
            f" Python {platform.python_version()}; {mysql_version}"
            f" ({server_text})",
            f"Loading took {', '.join(f'{k} {v:.0f} s' for k, v in loads.items()) or '-'};"
-           f" starting Python + lmod-tracker alone takes {start:.2f} s of each figure.", "",
+           f" starting Python + lmod-tracker alone takes {start:.2f} s of each figure.",
+           "Monthly rollup (`db months`): " + (", ".join(
+               f"{k} {'off' if v is None else f'built in {v:.0f} s'}" for k, v in builds.items())
+               or "built by an earlier run") + ".", "",
            "| command | database | first run s | best of runs s | rows |",
            "|---|---|---|---|---|"]
     by_cmd: dict[str, list[Timing]] = {}

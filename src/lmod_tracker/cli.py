@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from lmod_tracker import __version__, logs
+from lmod_tracker import __version__
 from lmod_tracker.config import ConfigError, Settings, load_settings
 from lmod_tracker.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_PERMANENT, PermanentError
 from lmod_tracker.store.base import SCHEMA_VERSION, StoreError, check_version
@@ -27,6 +27,8 @@ def _settings(ctx: click.Context, **overrides: Any) -> Settings:
     except ConfigError as exc:
         click.echo(f"lmod-tracker: configuration error: {exc}", err=True)
         sys.exit(2)
+    from lmod_tracker import logs  # here: reports neither log nor pay for structlog's import
+
     logs.setup(ctx.obj["log_format"] or settings.log_format,
                ctx.obj["log_level"] or settings.log_level)
     return settings
@@ -213,6 +215,32 @@ def db_upgrade(ctx: click.Context) -> None:
         return 0
 
     sys.exit(_run(upgrade()))
+
+
+@db.command("months")
+@click.pass_context
+def db_months(ctx: click.Context) -> None:
+    """Build the monthly rollup (usage_monthly) of every month that has ended and is not
+    built, or was changed since (a backfill). The daemon does this hourly; reports are exact
+    either way, and faster over long windows once months are built."""
+    settings = _settings(ctx)
+
+    async def run() -> int:
+        from lmod_tracker.months import build_months
+        from lmod_tracker.service import make_store
+
+        store = make_store(settings)
+        try:
+            await store.open()
+            check_version(await store.schema_version(), store.describe())
+            built = await build_months(
+                store, done=lambda month, rows: click.echo(f"{month[:7]}: {rows} rows"))
+        finally:
+            await store.close()
+        click.echo(f"{len(built)} months built in {store.describe()}")
+        return 0
+
+    sys.exit(_run(run()))
 
 
 from lmod_tracker.reports.cli import report  # noqa: E402

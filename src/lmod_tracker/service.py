@@ -23,7 +23,7 @@ from typing import BinaryIO, Literal
 
 import click
 
-from lmod_tracker import faults, logs, retention
+from lmod_tracker import faults, logs, months, retention
 from lmod_tracker.config import ConfigError, Settings
 from lmod_tracker.errors import (
     EXIT_FAILURE,
@@ -315,6 +315,8 @@ async def _supervise(live: _Live, monitor: Monitor, tailer: Tailer, writer: Writ
     probing: asyncio.Task[None] | None = None
     next_retention = loop.time()  # at start, then once a day
     pruning: asyncio.Task[None] | None = None
+    next_months = loop.time()  # at start (once caught up), then hourly
+    building: asyncio.Task[None] | None = None
     last_events = monitor.stats.events
     try:
         while True:
@@ -341,6 +343,13 @@ async def _supervise(live: _Live, monitor: Monitor, tailer: Tailer, writer: Writ
                 next_retention = now + RETENTION_INTERVAL
                 if live.settings.retention:
                     pruning = asyncio.create_task(_prune(store, live.settings))
+            # Months are built once the files are read to their end (a backlog being read
+            # would unmark them again), at the latest one interval late.
+            if now >= next_months and (building is None or building.done()) and (
+                    now >= next_months + months.INTERVAL
+                    or not any(f["lag_bytes"] for f in monitor.files())):
+                next_months = now + months.INTERVAL
+                building = asyncio.create_task(_build_months(store))
             if now >= next_status:
                 notifier.status(monitor.summary())
                 next_status = now + 5.0
@@ -352,7 +361,7 @@ async def _supervise(live: _Live, monitor: Monitor, tailer: Tailer, writer: Writ
                 last_events = stats.events
                 next_summary = now + live.settings.summary_interval
     finally:
-        for task in (probing, pruning):
+        for task in (probing, pruning, building):
             if task is not None:
                 task.cancel()
 
@@ -371,6 +380,17 @@ async def _prune(store: Store, settings: Settings) -> None:
     if result is not None:
         log.info("retention: old rows deleted", retention=settings.retention,
                  before=result.before, **result.deleted)
+
+
+async def _build_months(store: Store) -> None:
+    """Build the monthly rollup of months that ended (one short transaction each)."""
+    try:
+        await months.build_months(
+            store, done=lambda month, rows: log.info("monthly rollup built", month=month[:7],
+                                                     rows=rows))
+    except StoreError as exc:
+        log.warning("monthly rollup: building failed, will try again in an hour",
+                    error=str(exc))
 
 
 async def _probe(store: Store, writer: Writer) -> None:

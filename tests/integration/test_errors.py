@@ -144,6 +144,20 @@ def test_missing_insert_privilege_is_permanent(mysql_db: DbHandle, tmp_path: Pat
     assert mysql_db.scalar(COUNT) == 0
 
 
+def test_missing_delete_privilege_is_permanent(mysql_db: DbHandle, tmp_path: Path) -> None:
+    """Every grant but DELETE (which the writer needs on usage_month, and month builds on the
+    monthly tables): refused at start, before a row is written, not at the first commit."""
+    log_dir, log = _log(tmp_path)
+    init = run_tracker(mysql_db.env, "db", "init", timeout=30)
+    assert init.returncode == 0, init.explain()
+    with MysqlAccount(_server(mysql_db)) as account:
+        account.grant("SELECT, INSERT, UPDATE", mysql_db.name)
+        outcomes = _every_command(account.env(mysql_db.name), log_dir, log,
+                                  ("run", "run --once", "ingest"))
+    _assert_permanent(outcomes, r"(?i)DELETE command denied")
+    assert mysql_db.scalar(COUNT) == 0
+
+
 def test_wrong_schema_version_is_permanent(db: DbHandle, tmp_path: Path) -> None:
     log_dir, log = _log(tmp_path)
     init = run_tracker(db.env, "db", "init", timeout=30)

@@ -81,18 +81,32 @@ class _Recorder(Reader):
 
     backend = "sqlite"
 
-    def __init__(self, loaded: Sequence[int]) -> None:
+    def __init__(self, loaded: Sequence[int], built: bool = False) -> None:
         self.loaded = loaded
+        self.built = built  # every month of the window is in usage_monthly
         self.statements: list[tuple[str, int]] = []
+
+    async def table_exists(self, name: str) -> bool:
+        return self.built
 
     async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         self.statements.append((sql, len(params)))
         text = " ".join(sql.split())
         if text.startswith("SELECT id FROM `user`"):
             return [(7,)]
+        if text.startswith("SELECT month FROM usage_month"):
+            first, last = (dt.date.fromisoformat(p) for p in params)
+            first = first.replace(day=1)
+            out = []
+            while first <= last:
+                out.append((first.isoformat(),))
+                first = (first.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+            return out
         if text.startswith("SELECT r.package_id, SUM(r.") and "COUNT" not in text:
             # loads per version (SQL_TOP_LOADS)
             return [(pid, 10 + pid) for pid in self.loaded]
+        if text.startswith("SELECT DISTINCT r.package_id, r.user_id"):  # users of versions
+            return [(pid, 1) for pid in self.loaded]
         if text.startswith("SELECT COUNT(DISTINCT r.user_id)"):  # users of one package
             return [(1,)]
         return []
@@ -105,26 +119,73 @@ CATALOG = queries.Catalog({i: (f"p{i % 50}", str(i)) for i in range(600)}, {"bet
 @pytest.mark.parametrize("days", [30, 365, 700, 767, 768, 1000, 3000])
 @pytest.mark.parametrize("exclude", [(), ("^p1/",), ("^p1/", "^p2[0-9]/")])
 @pytest.mark.parametrize("user", [None, "u"])
+@pytest.mark.parametrize("built", [False, True], ids=["daily", "months"])
 def test_top_statements_stay_under_the_parameter_cap(days: int, exclude: tuple[str, ...],
-                                                     user: str | None) -> None:
-    """With --cluster, top lists the window's days one by one only while they fit with the
-    other parameters (older SQLite takes at most 999 per statement): never more than
+                                                     user: str | None, built: bool) -> None:
+    """With --cluster, top lists the window's days (months) one by one only while they fit
+    with the other parameters (older SQLite takes at most 999 per statement): never more than
     queries.MAX_PARAMS in any statement, whatever the window, --exclude or --user."""
     window = Window(TODAY - dt.timedelta(days=days - 1), TODAY)
     sc = queries.Scope(window, "beta", 2)
-    others = 1 + (user is not None) + len(CATALOG.exclude(exclude))  # cluster, user, excluded
+    others = 1 + (user is not None)  # cluster, user (excluded versions are never listed)
     for by in ("package", "version"):
         for limit, user_requested in ((20, False), (2, False), (0, False), (20, True)):
-            reader = _Recorder(loaded=[40, 90, 41, 91, 45])
+            reader = _Recorder(loaded=[40, 90, 41, 91, 45], built=built)
             asyncio.run(queries.top(reader, CATALOG, sc, by=by,  # type: ignore[arg-type]
                                     user=user, user_requested=user_requested,
                                     exclude=exclude, limit=limit))
-            if limit and not user_requested:  # the follow-up statements ran too
-                assert any("COUNT(DISTINCT" in sql for sql, _ in reader.statements)
+            if limit:  # the follow-up statements ran too
+                assert any("COUNT(DISTINCT r.user_id)" in sql
+                           or "SELECT DISTINCT r.package_id, r.user_id" in sql
+                           for sql, _ in reader.statements)
             worst = max(n for _, n in reader.statements)
             assert worst <= queries.MAX_PARAMS, (by, limit, worst)
-            listed = any("r.day IN" in sql for sql, _ in reader.statements)
-            assert listed == (days + others <= queries.MAX_PARAMS), (by, limit, listed)
+            monthly = any("usage_monthly" in sql for sql, _ in reader.statements)
+            assert monthly == (built and limit > 0 and days >= 62), (by, limit, monthly)
+            if not built:
+                listed = any("r.day IN" in sql for sql, _ in reader.statements)
+                assert listed == (days + others <= queries.MAX_PARAMS), (by, limit, listed)
+
+
+#: 2500 versions of 50 packages (p0 .. p49, 50 versions each)
+BIG = queries.Catalog({i: (f"p{i % 50}", str(i)) for i in range(2500)}, {"beta": 2})
+
+
+@pytest.mark.parametrize("limit", [0, 3])
+@pytest.mark.parametrize("by", ["package", "version"])
+def test_top_excludes_any_number_of_versions(by: str, limit: int) -> None:
+    """--exclude matching 2200 versions (p1*, p2*, p3*, p4*): dropped in Python, never listed
+    in a statement; what is left is shown."""
+    sc = queries.Scope(Window(TODAY - dt.timedelta(days=364), TODAY), "beta", 2)
+    reader = _Recorder(loaded=[40, 5, 55, 6])  # p40 is excluded, p5 and p6 are not
+    table = asyncio.run(queries.top(reader, BIG, sc, by=by,  # type: ignore[arg-type]
+                                    exclude=("^p[1-4]",), limit=limit))
+    assert len(BIG.exclude(("^p[1-4]",))) == 2200
+    assert max(n for _, n in reader.statements) <= queries.MAX_PARAMS
+    if limit:
+        assert {r[0] for r in table.rows} == {"p5", "p6"}
+
+
+@pytest.mark.parametrize(("module", "how"), [
+    ("p1*", "IN"),          # 11 packages: 550 versions
+    ("p[1-3]*", "NOT IN"),  # 1650 versions, 850 left
+    ("p*", ""),             # every version: no condition
+    ("p[1-2]*", "error"),   # 1100 versions and 1400 left: neither list fits
+])
+def test_trend_of_a_pattern_matching_many_versions(module: str, how: str) -> None:
+    """A trend counts distinct users over all the versions a pattern names, so they must be
+    in one statement: the versions, or the others, within MAX_PARAMS; else exit 2."""
+    sc = queries.Scope(Window(TODAY - dt.timedelta(days=30), TODAY), "beta", 2)
+    reader = _Recorder(loaded=[])
+    if how == "error":
+        with pytest.raises(ReportError, match="narrow the pattern"):
+            asyncio.run(queries.trend(reader, BIG, sc, module, "day"))
+        return
+    asyncio.run(queries.trend(reader, BIG, sc, module, "day"))
+    assert max(n for _, n in reader.statements) <= queries.MAX_PARAMS
+    text = " ".join(sql for sql, _ in reader.statements)
+    assert ("NOT IN" in text) == (how == "NOT IN")
+    assert ("r.package_id IN" in text) == (how == "IN")
 
 
 # ------------------------------------------------------------------------------ systemd

@@ -10,6 +10,7 @@ import pytest
 
 from lmod_tracker.files import fingerprint_of, tail_hash
 from lmod_tracker.parse import Parser
+from lmod_tracker.store.base import SCHEMA_VERSION
 from tests.support.daemon import cli
 from tests.support.databases import DbHandle
 from tests.support.facts import assert_rollup_agrees
@@ -84,8 +85,9 @@ def test_upgrade_to_3_builds_the_rollup_then_ingests(db: DbHandle, tmp_path: Pat
 
     proc = cli(env, "ingest", str(log), check=False)
     assert proc.returncode == 3 and "lmod-tracker db upgrade" in proc.stderr
-    assert f"from version {version} to 3" in cli(env, "db", "upgrade").stdout
-    assert db.scalar("SELECT MAX(version) FROM lmod_tracker_schema") == 3
+    # through 3 (the rollup built from the facts) to the current version
+    assert f"from version {version} to {SCHEMA_VERSION}" in cli(env, "db", "upgrade").stdout
+    assert db.scalar("SELECT MAX(version) FROM lmod_tracker_schema") == SCHEMA_VERSION
     assert db.scalar("SELECT COUNT(*) FROM module_usage") == stored
     assert db.scalar("SELECT COUNT(*) FROM module_usage WHERE cluster_id IS NOT NULL"
                      " OR userload IS NOT NULL") == 0

@@ -194,15 +194,66 @@ def run_spider(spider: Path, tree: Path, fmt: str, out: Path) -> Path:
 #: params of a module fixture that gives each test a database of either backend (:func:`loaded`)
 BACKENDS = [pytest.param("sqlite", id="sqlite"),
             pytest.param("mysql", id="mysql", marks=pytest.mark.mysql)]
+#: the same, and each again with the monthly rollup built: every answer must be the same
+WITH_MONTHS = [*BACKENDS, pytest.param("sqlite-months", id="sqlite-months"),
+               pytest.param("mysql-months", id="mysql-months", marks=pytest.mark.mysql)]
+
+MONTHLY_SELECT = (
+    "SELECT month, cluster_id, package_id, user_id, loads, user_loads, first_load, last_load"
+    " FROM usage_monthly")
+MONTHLY_FROM_DAILY = {
+    "mysql": "SELECT day - INTERVAL DAYOFMONTH(day) - 1 DAY, cluster_id, package_id, user_id,"
+             " SUM(loads), SUM(user_loads), MIN(first_load), MAX(last_load) FROM usage_daily"
+             " WHERE day - INTERVAL DAYOFMONTH(day) - 1 DAY IN (SELECT month FROM usage_month)"
+             " GROUP BY day - INTERVAL DAYOFMONTH(day) - 1 DAY, cluster_id, package_id,"
+             " user_id",
+    "sqlite": "SELECT substr(day, 1, 8) || '01', cluster_id, package_id, user_id, SUM(loads),"
+              " SUM(user_loads), MIN(first_load), MAX(last_load) FROM usage_daily"
+              " WHERE substr(day, 1, 8) || '01' IN (SELECT month FROM usage_month)"
+              " GROUP BY substr(day, 1, 8) || '01', cluster_id, package_id, user_id",
+}
+
+
+def assert_months_agree(db: DbHandle) -> int:
+    """usage_monthly holds exactly the GROUP BY month of usage_daily for every month marked
+    built, and package_monthly the GROUP BY package of usage_monthly; the number of months
+    built."""
+    def rows(sql: str) -> list[tuple[str, ...]]:  # months as YYYY-MM-DD on both backends
+        return sorted(tuple(str(v)[:10] if i == 0 else str(v) for i, v in enumerate(r))
+                      for r in db.rows(sql))
+
+    built = " month IN (SELECT month FROM usage_month)"
+    assert rows(MONTHLY_SELECT + " WHERE" + built) == rows(MONTHLY_FROM_DAILY[db.kind]), \
+        "usage_monthly differs from usage_daily summed per month"
+    assert rows("SELECT month, cluster_id, package_id, loads, user_loads FROM package_monthly"
+                " WHERE" + built) == rows(
+        "SELECT month, cluster_id, package_id, SUM(loads), SUM(user_loads) FROM usage_monthly"
+        " WHERE" + built + " GROUP BY month, cluster_id, package_id"), \
+        "package_monthly differs from usage_monthly summed per package"
+    return int(db.scalar("SELECT COUNT(*) FROM usage_month"))
+
+
+def build_months(db: DbHandle) -> int:
+    """``lmod-tracker db months``; checks what the rollup holds after it and returns the
+    number of months it says it built (one line per month, then the count)."""
+    out = cli(db.env, "db", "months").stdout.splitlines()
+    assert_months_agree(db)
+    n = int(out[-1].split()[0])
+    assert out[-1].startswith(f"{n} months built") and len(out) == n + 1, out
+    return n
 
 
 def loaded(request: pytest.FixtureRequest, tmp: Path, loads: Sequence[Load]
            ) -> Iterator[DbHandle]:
     """For a fixture parametrized by backend: a database of ``request.param``'s backend
-    holding ``loads`` (see :func:`load`), dropped afterwards."""
-    if request.param == "sqlite":
+    holding ``loads`` (see :func:`load`), dropped afterwards. A ``-months`` param also builds
+    the monthly rollup of every ended month (reports then read those months from it)."""
+    backend, _, months = str(request.param).partition("-")
+    if backend == "sqlite":
         handle = sqlite_handle(tmp / "lmod.db")
         load(handle, tmp, loads)
+        if months:
+            assert build_months(handle) >= 12  # the loads span 400 days
         yield handle
         return
     server = request.getfixturevalue("_mysql_credentials")
@@ -210,6 +261,8 @@ def loaded(request: pytest.FixtureRequest, tmp: Path, loads: Sequence[Load]
     try:
         handle = mysql_handle(server, name)
         load(handle, tmp, loads)
+        if months:
+            assert build_months(handle) >= 12  # the loads span 400 days
         yield handle
     finally:
         drop_mysql_database(server, name)

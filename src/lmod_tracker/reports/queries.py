@@ -2,7 +2,11 @@
 
 Every question but ``jobs`` reads the daily rollup ``usage_daily`` (one row per UTC day,
 cluster, module version and user; it stays when old facts are pruned), so a report costs what
-the window holds in rollup rows, not in loads. ``jobs`` needs the job ids, which only the facts
+the window holds in rollup rows, not in loads. Where a window covers whole months that are
+built (``usage_month``, see months.py), the heavy statements read those months from
+``usage_monthly`` instead, a twelfth of the rows for a year or less (:class:`Part`): the same
+statement, pointed at the other table, gives the same sums, and distinct users are counted
+over the union of both. ``jobs`` needs the job ids, which only the facts
 (``module_usage``) have. Small dimension tables (package, user, cluster) are read whole and
 matched in Python: module patterns, ``--exclude`` expressions and version order need no SQL.
 
@@ -20,9 +24,10 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from lmod_tracker.errors import SchemaError
+from lmod_tracker.months import next_month
 from lmod_tracker.reports.db import Reader
 from lmod_tracker.reports.result import Column, Table
 from lmod_tracker.reports.window import (
@@ -34,6 +39,9 @@ from lmod_tracker.reports.window import (
 )
 
 Every = Literal["day", "week", "month"]
+K = TypeVar("K")
+#: before any load: "since the beginning"
+_EPOCH = dt.date(1970, 1, 1)
 _GLOB = re.compile(r"[*?\[]")
 _CHUNK = 500
 #: windows up to this many days are given as a list of days with --cluster (see _Filter.days)
@@ -54,6 +62,13 @@ SELECT r.package_id, SUM(r.{loads}) AS loads, COUNT(DISTINCT r.user_id) AS users
 FROM usage_daily r
 WHERE {days}{where}
 GROUP BY {g}r.package_id"""
+
+#: the derived table of SQL_TOP_PACKAGE alone (its rows summed in Python)
+SQL_TOP_PAIRS = """
+SELECT r.package_id, r.user_id, SUM(r.{loads}), MIN(r.first_load), MAX(r.last_load)
+FROM usage_daily r
+WHERE {days}{where}
+GROUP BY {g}r.package_id, {g}r.user_id"""
 
 SQL_TOP_PACKAGE = """
 SELECT p.name, SUM(t.loads) AS loads, COUNT(DISTINCT t.user_id) AS users,
@@ -85,6 +100,13 @@ GROUP BY r.package_id"""
 
 SQL_TOP_USERS_OF_PACKAGE = """
 SELECT COUNT(DISTINCT r.user_id)
+FROM usage_daily r{ix}
+WHERE r.package_id IN {ids} AND r.day BETWEEN ? AND ?{where}"""
+
+#: the same over a window in several parts (built months and days): the pairs, counted in
+#: Python, since a user of two parts is one user
+SQL_TOP_USER_PAIRS = """
+SELECT DISTINCT r.package_id, r.user_id
 FROM usage_daily r{ix}
 WHERE r.package_id IN {ids} AND r.day BETWEEN ? AND ?{where}"""
 
@@ -129,6 +151,22 @@ SELECT SUM(r.loads), COUNT(DISTINCT r.user_id), COUNT(DISTINCT r.package_id)
 FROM usage_daily r
 WHERE r.day BETWEEN ? AND ?{where}"""
 
+#: trend of a module per week or month on MariaDB: the period's days, every cluster and the
+#: module's versions as points of the primary key (day, cluster_id, package_id), so it reads
+#: exactly the module's rows, in key order, without the one primary-key lookup per row that
+#: the (package_id, day) index needs for loads (measured: 5-8 ms a week instead of 11-20)
+SQL_TREND_SEEK = """
+SELECT SUM(r.loads), COUNT(DISTINCT r.user_id), COUNT(DISTINCT r.package_id)
+FROM usage_daily r FORCE INDEX (PRIMARY)
+WHERE r.day IN {days} AND r.cluster_id IN {clusters}{where}"""
+
+#: trend per day: one statement, grouped by the primary key's first column (no sort)
+SQL_TREND_DAYS = """
+SELECT r.day, SUM(r.loads), COUNT(DISTINCT r.user_id), COUNT(DISTINCT r.package_id)
+FROM usage_daily r
+WHERE r.day BETWEEN ? AND ?{where}
+GROUP BY r.day"""
+
 #: trend without a module, per week or month: a period's distinct users (module versions)
 #: counted as the users (versions) with a row in it, one probe each of the (user_id, day) or
 #: (package_id, day) index instead of COUNT(DISTINCT) over the period's rows. SQLite: EXISTS
@@ -162,7 +200,7 @@ FROM package p"""
 SQL_TOTALS = """
 SELECT r.package_id, SUM(r.loads), MAX(r.last_load)
 FROM usage_daily r
-WHERE r.package_id IN {ids} AND r.day <= ?{where}
+WHERE r.package_id IN {ids} AND r.day BETWEEN ? AND ?{where}
 GROUP BY r.package_id"""
 
 SQL_JOBS = """
@@ -354,6 +392,59 @@ def _days(window: Window) -> list[Any]:
     return [window.since.isoformat(), window.until.isoformat()]
 
 
+@dataclass(frozen=True)
+class Part:
+    """A stretch of a window read from one rollup table: whole built months from
+    ``usage_monthly`` (``first`` and ``last`` are first days of months), or days from
+    ``usage_daily``. Statements are written against ``usage_daily r``; :meth:`sql` points one
+    at ``usage_monthly``, whose columns are the same with ``month`` for ``day``."""
+
+    monthly: bool
+    first: dt.date
+    last: dt.date
+
+    def sql(self, text: str, monthly: str = "usage_monthly") -> str:
+        """``text`` for this part (``monthly``: ``package_monthly`` for a statement that reads
+        no user)."""
+        if not self.monthly:
+            return text
+        return (text.replace("usage_daily", monthly).replace("r.day", "r.month")
+                .replace("_package_day", "_package_month"))
+
+    def params(self) -> list[Any]:
+        return [self.first.isoformat(), self.last.isoformat()]
+
+    def points(self) -> list[str]:
+        """Each day (each month) of the part."""
+        out, day = [], self.first
+        while day <= self.last:
+            out.append(day.isoformat())
+            day = next_month(day) if self.monthly else day + dt.timedelta(days=1)
+        return out
+
+
+async def parts(reader: Reader, window: Window) -> list[Part]:
+    """The window as parts, in order: each whole month of it that is built from
+    ``usage_monthly``, everything else from ``usage_daily``."""
+    built: set[dt.date] = set()
+    if await reader.table_exists("usage_month"):
+        built = {_day(m) for (m,) in await reader.rows(  # type: ignore[misc]
+            _q(reader, "SELECT month FROM usage_month WHERE month BETWEEN ? AND ?"),
+            _days(window))}
+    out: list[Part] = []
+    day = window.since
+    while day <= window.until:
+        after = next_month(day)
+        monthly = day.day == 1 and after <= window.until + dt.timedelta(days=1) and day in built
+        last = day if monthly else min(after - dt.timedelta(days=1), window.until)
+        if out and out[-1].monthly == monthly:  # contiguous: one part
+            out[-1] = Part(monthly, out[-1].first, last)
+        else:
+            out.append(Part(monthly, day, last))
+        day = after if monthly else last + dt.timedelta(days=1)
+    return out
+
+
 # ---------------------------------------------------------------------------------- top
 
 TIME_COLUMNS = [Column("first_load", "time"), Column("last_load", "time")]
@@ -369,12 +460,23 @@ class _Filter:
     loads: str
     #: every condition is on a column of the (package_id, day) index (user_loads is not)
     indexed: bool
-    #: the window in the statements that read it by primary key: with a cluster, each day of
-    #: the window as a point, so (day, cluster_id) seeks that cluster's rows instead of reading
-    #: every cluster's and filtering; the range when the days and the other parameters would
-    #: pass MAX_PARAMS
-    days: str = "r.day BETWEEN ? AND ?"
-    days_params: list[Any] = field(default_factory=list)
+    cluster: bool = False
+    #: a condition on the user (then loads per version cannot come from package_monthly)
+    user: bool = False
+    #: versions --exclude names: dropped in Python from what the statements return (grouped
+    #: by version), so no list of them, however long, reaches the SQL
+    excluded: frozenset[int] = frozenset()
+
+    def days(self, part: Part) -> tuple[str, list[Any]]:
+        """The part in the statements that read it by primary key: with a cluster, each day
+        (month) as a point, so (day, cluster_id) seeks that cluster's rows instead of reading
+        every cluster's and filtering; the range when the points and the other parameters
+        would pass MAX_PARAMS."""
+        if self.cluster:
+            points = part.points()
+            if len(points) <= _DAY_POINTS and len(points) + len(self.params) <= MAX_PARAMS:
+                return f"r.day IN {_in(len(points))}", points
+        return "r.day BETWEEN ? AND ?", part.params()
 
 
 async def _top_filter(reader: Reader, cat: Catalog, sc: Scope, *, user: str | None,
@@ -387,21 +489,65 @@ async def _top_filter(reader: Reader, cat: Catalog, sc: Scope, *, user: str | No
             raise ReportError(f"unknown user {user!r}: no load of theirs is recorded")
         where += " AND r.user_id = ?"
         params.append(int(found[0][0]))
-    excluded = cat.exclude(exclude) if exclude else []
-    for chunk in _chunks(excluded):
-        where += f" AND r.package_id NOT IN {_in(len(chunk))}"
-        params.extend(chunk)
     if user_requested:
         where += " AND r.user_loads > 0"
-    flt = _Filter(where, params, "user_loads" if user_requested else "loads",
-                  indexed=not user_requested)
-    flt.days_params = _days(sc.window)
-    if (sc.cluster_id is not None and sc.window.days <= _DAY_POINTS
-            and sc.window.days + len(params) <= MAX_PARAMS):
-        flt.days = f"r.day IN {_in(sc.window.days)}"
-        flt.days_params = [(sc.window.since + dt.timedelta(days=i)).isoformat()
-                           for i in range(sc.window.days)]
-    return flt
+    return _Filter(where, params, "user_loads" if user_requested else "loads",
+                   indexed=not user_requested, cluster=sc.cluster_id is not None,
+                   user=user is not None,
+                   excluded=frozenset(cat.exclude(exclude) if exclude else ()))
+
+
+async def _loads(reader: Reader, sc: Scope, flt: _Filter) -> dict[int, int]:
+    """The window's loads per version (no distinct count, no times: the cheapest aggregate);
+    built months from package_monthly unless a user is asked for (SUM(user_loads) is the
+    same with or without the rows where it is 0)."""
+    loads: dict[int, int] = defaultdict(int)
+    monthly = "usage_monthly" if flt.user else "package_monthly"
+    for part in await parts(reader, sc.window):
+        days, days_params = flt.days(part)
+        sql = part.sql(SQL_TOP_LOADS.format(loads=flt.loads, days=days, where=flt.where,
+                                            g=_g(reader)), monthly)
+        for pid, n in await reader.rows(_q(reader, sql), [*days_params, *flt.params]):
+            if int(pid) not in flt.excluded:
+                loads[int(pid)] += _int(n)
+    return loads
+
+
+async def _user_counts(reader: Reader, sc: Scope, flt: _Filter, groups: dict[K, list[int]]
+                       ) -> dict[K, int]:
+    """The distinct users in the window of each group of versions (a version, or a package's
+    versions), read from the (package_id, day) index alone where it covers the filters:
+    COUNT(DISTINCT) when the window is one part, else the (version, user) pairs of each."""
+    ix = _ix(reader) if flt.indexed else ""
+    window_parts = await parts(reader, sc.window)
+    counts: dict[K, int] = {}
+    if len(window_parts) == 1:
+        [part] = window_parts
+        params = [*part.params(), *flt.params]
+        singles = {ids[0]: key for key, ids in groups.items() if len(ids) == 1}
+        for chunk in _chunks(sorted(singles)):
+            sql = part.sql(SQL_TOP_USERS_OF_VERSIONS.format(ids=_in(len(chunk)),
+                                                            where=flt.where, ix=ix))
+            for pid, u in await reader.rows(_q(reader, sql), [*chunk, *params]):
+                counts[singles[int(pid)]] = _int(u)
+        for key, ids in groups.items():
+            if len(ids) > 1:  # a package's versions: few enough for one IN list
+                sql = part.sql(SQL_TOP_USERS_OF_PACKAGE.format(ids=_in(len(ids)),
+                                                               where=flt.where, ix=ix))
+                [(u,)] = await reader.rows(_q(reader, sql), [*sorted(ids), *params])
+                counts[key] = _int(u)
+        return {key: counts.get(key, 0) for key in groups}
+    users: dict[int, set[int]] = defaultdict(set)
+    every = sorted({pid for ids in groups.values() for pid in ids})
+    for part in window_parts:
+        for chunk in _chunks(every):
+            sql = part.sql(SQL_TOP_USER_PAIRS.format(ids=_in(len(chunk)), where=flt.where,
+                                                     ix=ix))
+            for pid, uid in await reader.rows(_q(reader, sql),
+                                              [*chunk, *part.params(), *flt.params]):
+                users[int(pid)].add(int(uid))
+    return {key: len(set().union(*(users.get(pid, set()) for pid in ids)))
+            for key, ids in groups.items()}
 
 
 async def _edges(reader: Reader, sc: Scope, flt: _Filter, ids: Iterable[int]
@@ -437,26 +583,21 @@ def _cut(loads: dict[Any, int], limit: int) -> list[Any]:
 
 async def _top_versions(reader: Reader, cat: Catalog, sc: Scope, flt: _Filter, limit: int
                         ) -> tuple[list[tuple[Any, ...]], int]:
-    params = [*_days(sc.window), *flt.params]
     key = lambda r: (-r[2], -r[3], module_key(r[0], r[1]))  # noqa: E731
-    scan_params = [*flt.days_params, *flt.params]
-    if limit <= 0 or not flt.indexed:
-        sql = SQL_TOP_VERSION.format(loads=flt.loads, days=flt.days, where=flt.where,
+    if limit <= 0:
+        days, days_params = flt.days(Part(False, sc.window.since, sc.window.until))
+        sql = SQL_TOP_VERSION.format(loads=flt.loads, days=days, where=flt.where,
                                      g=_g(reader))
         rows = [(*cat.packages[int(pid)], _int(n), _int(u), _time(a), _time(b))
-                for pid, n, u, a, b in await reader.rows(_q(reader, sql), scan_params)]
+                for pid, n, u, a, b in await reader.rows(_q(reader, sql),
+                                                         [*days_params, *flt.params])
+                if int(pid) not in flt.excluded]
         rows.sort(key=key)
         return rows, len(rows)
-    sql = SQL_TOP_LOADS.format(loads=flt.loads, days=flt.days, where=flt.where, g=_g(reader))
-    loads = {int(pid): _int(n) for pid, n in await reader.rows(_q(reader, sql), scan_params)}
+    loads = await _loads(reader, sc, flt)
     chosen = sorted(_cut(loads, limit))
-    users_of: dict[int, int] = {}
-    for chunk in _chunks(chosen):
-        sql = SQL_TOP_USERS_OF_VERSIONS.format(ids=_in(len(chunk)), where=flt.where,
-                                               ix=_ix(reader))
-        for pid, u in await reader.rows(_q(reader, sql), [*chunk, *params]):
-            users_of[int(pid)] = _int(u)
-    ranked = sorted(((*cat.packages[pid], loads[pid], users_of.get(pid, 0), pid)
+    users_of = await _user_counts(reader, sc, flt, {pid: [pid] for pid in chosen})
+    ranked = sorted(((*cat.packages[pid], loads[pid], users_of[pid], pid)
                      for pid in chosen), key=key)[:limit]
     edges = await _edges(reader, sc, flt, [r[4] for r in ranked])
     return [(*r[:4], *edges[r[4]]) for r in ranked], len(loads)
@@ -466,29 +607,26 @@ async def _top_packages(reader: Reader, cat: Catalog, sc: Scope, flt: _Filter, l
                         ) -> tuple[list[tuple[Any, ...]], int]:
     """Rows (package, versions, loads, users, first, last) sorted and the number of packages
     with loads."""
-    params = [*_days(sc.window), *flt.params]
-    scan_params = [*flt.days_params, *flt.params]
-    if limit <= 0 or not flt.indexed:
-        sql = SQL_TOP_PACKAGE.format(loads=flt.loads, days=flt.days, where=flt.where,
+    if limit <= 0 and flt.excluded:
+        return await _top_packages_excluding(reader, cat, sc, flt)
+    if limit <= 0:
+        days, days_params = flt.days(Part(False, sc.window.since, sc.window.until))
+        sql = SQL_TOP_PACKAGE.format(loads=flt.loads, days=days, where=flt.where,
                                      g=_g(reader))
         rows = [(str(name), _int(v), _int(n), _int(u), _time(a), _time(b))
-                for name, n, u, a, b, v in await reader.rows(_q(reader, sql), scan_params)]
+                for name, n, u, a, b, v in await reader.rows(_q(reader, sql),
+                                                             [*days_params, *flt.params])]
         rows.sort(key=lambda r: (-r[2], -r[3], r[0].lower()))
         return rows, len(rows)
-    sql = SQL_TOP_LOADS.format(loads=flt.loads, days=flt.days, where=flt.where, g=_g(reader))
     loads: dict[str, int] = defaultdict(int)
     versions: dict[str, list[int]] = defaultdict(list)
-    for pid, n in await reader.rows(_q(reader, sql), scan_params):
-        name = cat.packages[int(pid)][0]
-        loads[name] += _int(n)
-        versions[name].append(int(pid))
-    candidates = []
-    for name in _cut(loads, limit):
-        ids = sorted(versions[name])  # a package's versions: few enough for one IN list
-        sql = SQL_TOP_USERS_OF_PACKAGE.format(ids=_in(len(ids)), where=flt.where,
-                                              ix=_ix(reader))
-        [(u,)] = await reader.rows(_q(reader, sql), [*ids, *params])
-        candidates.append((name, len(ids), loads[name], _int(u)))
+    for pid, n in (await _loads(reader, sc, flt)).items():
+        name = cat.packages[pid][0]
+        loads[name] += n
+        versions[name].append(pid)
+    names = _cut(loads, limit)
+    users_of = await _user_counts(reader, sc, flt, {name: versions[name] for name in names})
+    candidates = [(name, len(versions[name]), loads[name], users_of[name]) for name in names]
     candidates.sort(key=lambda r: (-r[2], -r[3], r[0].lower()))
     candidates = candidates[:limit]
     edges = await _edges(reader, sc, flt, [pid for r in candidates for pid in versions[r[0]]])
@@ -499,6 +637,31 @@ async def _top_packages(reader: Reader, cat: Catalog, sc: Scope, flt: _Filter, l
         rows.append((name, n_versions, n, u, min(firsts, default=None),
                      max(lasts, default=None)))
     return rows, len(loads)
+
+
+async def _top_packages_excluding(reader: Reader, cat: Catalog, sc: Scope, flt: _Filter
+                                  ) -> tuple[list[tuple[Any, ...]], int]:
+    """``--limit 0 --by package`` with ``--exclude``: the window's (version, user) groups,
+    summed per package in Python without the excluded versions."""
+    days, days_params = flt.days(Part(False, sc.window.since, sc.window.until))
+    sql = SQL_TOP_PAIRS.format(loads=flt.loads, days=days, where=flt.where, g=_g(reader))
+    acc: dict[str, list[Any]] = {}
+    for pid, uid, n, first, last in await reader.rows(_q(reader, sql),
+                                                      [*days_params, *flt.params]):
+        if int(pid) in flt.excluded:
+            continue
+        entry = acc.setdefault(cat.packages[int(pid)][0], [0, set(), None, None, set()])
+        entry[0] += _int(n)
+        entry[1].add(int(uid))
+        first_t, last_t = _time(first), _time(last)
+        if first_t is not None and (entry[2] is None or first_t < entry[2]):
+            entry[2] = first_t
+        if last_t is not None and (entry[3] is None or last_t > entry[3]):
+            entry[3] = last_t
+        entry[4].add(int(pid))
+    rows = [(name, len(vs), n, len(us), a, b) for name, (n, us, a, b, vs) in acc.items()]
+    rows.sort(key=lambda r: (-r[2], -r[3], r[0].lower()))
+    return rows, len(rows)
 
 
 async def top(reader: Reader, cat: Catalog, sc: Scope, *, by: Literal["package", "version"],
@@ -552,13 +715,14 @@ async def top_with_users(reader: Reader, cat: Catalog, sc: Scope, *, limit: int,
     # each package's rows apart faster than all of them at once). None when nothing is listed
     # (a window or cluster without loads): MariaDB refuses an empty IN ().
     batches = [listed] if reader.backend == "mysql" else [[name] for name in listed]
+    window_parts = await parts(reader, sc.window)
     for batch in batches:
         ids = sorted(pid for name in batch for pid in ids_of[name])
         if not ids:
             continue
         sql = SQL_USERS_OF_PACKAGES.format(ids=_in(len(ids)), where=flt.where)
-        for pid, uid, n, last in await reader.rows(_q(reader, sql),
-                                                   [*ids, *_days(sc.window), *flt.params]):
+        for pid, uid, n, last in [row for part in window_parts for row in await reader.rows(
+                _q(reader, part.sql(sql)), [*ids, *part.params(), *flt.params])]:
             entry = per_user[cat.packages[int(pid)][0]].setdefault(int(uid), [0, None])
             entry[0] += _int(n)
             last_t = _time(last)
@@ -587,10 +751,14 @@ async def users(reader: Reader, cat: Catalog, sc: Scope, module: str) -> Table:
     ids = cat.match(module)
     per_user: dict[int, list[Any]] = {}
     versions: dict[int, set[int]] = defaultdict(set)
-    for chunk in _chunks(ids):
-        params: list[Any] = [*chunk, *_days(sc.window)]
-        where = _cluster_filter(sc, "r", params)
-        sql = SQL_USERS.format(ids=_in(len(chunk)), where=where)
+    queries = []
+    for part in await parts(reader, sc.window):
+        for chunk in _chunks(ids):
+            params: list[Any] = [*chunk, *part.params()]
+            where = _cluster_filter(sc, "r", params)
+            queries.append((part.sql(SQL_USERS.format(ids=_in(len(chunk)), where=where)),
+                            params))
+    for sql, params in queries:
         for uid, pid, n, first, last in await reader.rows(_q(reader, sql), params):
             uid = int(uid)
             entry = per_user.setdefault(uid, [0, None, None])
@@ -650,11 +818,31 @@ def _next_period(day: dt.date, every: Every) -> dt.date:
         return day + dt.timedelta(days=1)
     if every == "week":
         return day + dt.timedelta(days=7)
-    return (day.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+    return next_month(day)
 
 
 def period_label(day: dt.date, every: Every) -> str:
     return day.strftime("%Y-%m") if every == "month" else day.isoformat()
+
+
+def _module_filter(cat: Catalog, module: str, params: list[Any]) -> str:
+    """The versions a module spec names, as one condition of a statement that counts distinct
+    users over all of them (so they cannot be split across statements): the list of them, or
+    of the others when that is the shorter, within MAX_PARAMS either way."""
+    ids = cat.match(module)
+    if len(ids) <= MAX_PARAMS - 3:  # with the window and a cluster
+        params.extend(ids)
+        return f" AND r.package_id IN {_in(len(ids))}"
+    matched = set(ids)
+    rest = [i for i in cat.packages if i not in matched]
+    if not rest:
+        return ""
+    if len(rest) > MAX_PARAMS - 3:
+        raise ReportError(f"{module!r} matches {len(ids)} module versions and leaves"
+                          f" {len(rest)}: more than one statement can list (at most"
+                          f" {MAX_PARAMS - 3}); narrow the pattern")
+    params.extend(rest)
+    return f" AND r.package_id NOT IN {_in(len(rest))}"
 
 
 async def trend(reader: Reader, cat: Catalog, sc: Scope, module: str | None,
@@ -664,33 +852,52 @@ async def trend(reader: Reader, cat: Catalog, sc: Scope, module: str | None,
     params = _days(sc.window)
     where = ""
     if module is not None:
-        ids = cat.match(module)
-        if len(ids) > 30_000:  # pragma: no cover - more versions than any site has
-            raise ReportError(f"{module!r} matches too many module versions")
-        where += f" AND r.package_id IN {_in(len(ids))}"
-        params.extend(ids)
+        where += _module_filter(cat, module, params)
     where += _cluster_filter(sc, "r", params)
     sql = _q(reader, SQL_TREND.format(where=where))
     if reader.backend == "sqlite":
         probes = module is None and every != "day"
     else:  # the loose index scan pays for whole months only, and not with a cluster
         probes = module is None and every == "month" and sc.cluster_id is None
+    # a module's versions on MariaDB: every cluster id (0: unknown) for SQL_TREND_SEEK
+    seek: list[int] | None = None
+    if reader.backend == "mysql" and " AND r.package_id IN " in where:
+        seek = [sc.cluster_id] if sc.cluster_id is not None else \
+            sorted({0, *cat.clusters.values()})
+    # whole months read from usage_monthly where built (its rows are per month: exact)
+    monthly = {m for part in await parts(reader, sc.window) if part.monthly
+               for m in part.points()} if every == "month" else set()
     rows = []
+    per_day: dict[dt.date | None, tuple[Any, Any, Any]] = {}
+    if every == "day":
+        per_day = {_day(d): (n, u, m) for d, n, u, m in await reader.rows(
+            _q(reader, SQL_TREND_DAYS.format(where=where)), params)}
     day = period_start(sc.window.since, every)
     while day <= sc.window.until:
         end = _next_period(day, every)
         first, last = max(day, sc.window.since), min(end - dt.timedelta(days=1),
                                                         sc.window.until)
-        period = [first.isoformat(), last.isoformat(), *params[2:]]
-        if probes:
-            [(n,)] = await reader.rows(_q(reader, SQL_TREND_LOADS.format(where=where)),
+        # a whole built month: the same statements on its usage_monthly rows
+        part = Part(True, first, first) if first.isoformat() in monthly else \
+            Part(False, first, last)
+        period = [*part.params(), *params[2:]]
+        if every == "day":
+            n, u, m = per_day.get(day, (0, 0, 0))
+        elif probes:
+            [(n,)] = await reader.rows(part.sql(_q(reader, SQL_TREND_LOADS.format(where=where))),
                                        period)
-            counts = [(await reader.rows(_q(reader, SQL_TREND_HAVING_ROWS[reader.backend].format(
-                table=table, column=column, where=where)), period))[0][0]
+            counts = [(await reader.rows(part.sql(_q(reader, SQL_TREND_HAVING_ROWS[
+                reader.backend].format(table=table, column=column, where=where))),
+                period))[0][0]
                 for table, column in (("`user`", "user_id"), ("package", "package_id"))]
             u, m = counts
+        elif seek is not None and len(part.points()) + len(seek) + len(period) <= MAX_PARAMS:
+            points = part.points()
+            [(n, u, m)] = await reader.rows(part.sql(_q(reader, SQL_TREND_SEEK.format(
+                days=_in(len(points)), clusters=_in(len(seek)), where=where))),
+                [*points, *seek, *params[2:]])
         else:
-            [(n, u, m)] = await reader.rows(sql, period)
+            [(n, u, m)] = await reader.rows(part.sql(sql), period)
         rows.append((period_label(day, every), _int(n), _int(u), _int(m)))
         day = end
     columns = [Column("period", "date"), Column("loads", "int"), Column("users", "int"),
@@ -718,13 +925,18 @@ async def _last_days(reader: Reader, sc: Scope) -> dict[int, dt.date | None]:
 
 async def _totals(reader: Reader, sc: Scope, ids: Sequence[int]
                   ) -> dict[int, tuple[int, dt.datetime | None]]:
+    """Loads and last load of each version up to the window's end, since the beginning."""
     out: dict[int, tuple[int, dt.datetime | None]] = {}
-    for chunk in _chunks(sorted(ids)):
-        params: list[Any] = [*chunk, sc.window.until.isoformat()]
-        where = _cluster_filter(sc, "r", params)
-        sql = SQL_TOTALS.format(ids=_in(len(chunk)), where=where)
-        for pid, n, last in await reader.rows(_q(reader, sql), params):
-            out[int(pid)] = (_int(n), _time(last))
+    for part in await parts(reader, Window(_EPOCH, sc.window.until)):
+        for chunk in _chunks(sorted(ids)):
+            params: list[Any] = [*chunk, *part.params()]
+            where = _cluster_filter(sc, "r", params)
+            sql = part.sql(SQL_TOTALS.format(ids=_in(len(chunk)), where=where))
+            for pid, n, last in await reader.rows(_q(reader, sql), params):
+                n0, last0 = out.get(int(pid), (0, None))
+                last_t = _time(last)
+                out[int(pid)] = (n0 + _int(n), last0 if last_t is None or (
+                    last0 is not None and last0 >= last_t) else last_t)
     return out
 
 
@@ -868,6 +1080,10 @@ async def health(reader: Reader, sc: Scope) -> list[Table]:
             facts.append((what, day.isoformat() if day else None))
         else:
             facts.append((what, None if value is None else str(value)))
+    if await reader.table_exists("usage_month"):
+        [(n, newest)] = await reader.rows("SELECT COUNT(*), MAX(month) FROM usage_month")
+        facts.append(("monthly rollup", f"{_int(n)} months built, newest {str(newest)[:7]}"
+                      if n else "no month built (reports read usage_daily alone)"))
     facts.insert(0, ("database", reader.describe()))
     t_db = Table("database", "Database", [Column("item"), Column("value")], facts, sc.meta())
     return [t_db, t_inst, t_files, t_rej]

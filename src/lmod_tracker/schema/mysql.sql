@@ -96,6 +96,44 @@ CREATE TABLE IF NOT EXISTS usage_daily (
     KEY ix_usage_daily_user_day (user_id, day)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
+-- usage_daily summed per UTC month (month = its first day), for reports over long windows:
+-- a year is 12 of these rows per (cluster, module version, user) instead of one per day used.
+-- Built from usage_daily for months that have ended, outside the writer's transaction (the
+-- daemon, hourly, or `lmod-tracker db months`). A month is read from here only while
+-- usage_month has its row: the writer deletes that row in the transaction of any rollup change
+-- to the month (a late line, a backfill), and reports read that month from usage_daily until
+-- it is built again.
+CREATE TABLE IF NOT EXISTS usage_monthly (
+    month       DATE NOT NULL,
+    cluster_id  BIGINT UNSIGNED NOT NULL DEFAULT 0,
+    package_id  BIGINT UNSIGNED NOT NULL,
+    user_id     BIGINT UNSIGNED NOT NULL,
+    loads       BIGINT UNSIGNED NOT NULL,
+    user_loads  BIGINT UNSIGNED NOT NULL,
+    first_load  DATETIME(6) NOT NULL,
+    last_load   DATETIME(6) NOT NULL,
+    PRIMARY KEY (month, cluster_id, package_id, user_id),
+    KEY ix_usage_monthly_package_month (package_id, month),
+    KEY ix_usage_monthly_user_month (user_id, month)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- usage_monthly summed per (month, cluster, package): loads per module version over months
+-- without reading every user's row (what `report top` ranks by). Built with usage_monthly.
+CREATE TABLE IF NOT EXISTS package_monthly (
+    month       DATE NOT NULL,
+    cluster_id  BIGINT UNSIGNED NOT NULL DEFAULT 0,
+    package_id  BIGINT UNSIGNED NOT NULL,
+    loads       BIGINT UNSIGNED NOT NULL,
+    user_loads  BIGINT UNSIGNED NOT NULL,
+    PRIMARY KEY (month, cluster_id, package_id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- The months of usage_monthly and package_monthly that agree with usage_daily (see above).
+CREATE TABLE IF NOT EXISTS usage_month (
+    month       DATE NOT NULL PRIMARY KEY,
+    built_at    DATETIME(6) NOT NULL
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
 -- Lines that carry the tracking tag but could not be parsed, kept raw for inspection.
 CREATE TABLE IF NOT EXISTS rejected_line (
     id          BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
@@ -145,5 +183,5 @@ CREATE OR REPLACE VIEW package_version_count AS
     GROUP BY package.name, package.version;
 
 INSERT INTO lmod_tracker_schema (version, applied_at)
-    SELECT 3, UTC_TIMESTAMP(6) FROM DUAL
+    SELECT 4, UTC_TIMESTAMP(6) FROM DUAL
     WHERE NOT EXISTS (SELECT 1 FROM lmod_tracker_schema);

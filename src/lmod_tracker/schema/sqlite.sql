@@ -69,6 +69,36 @@ CREATE TABLE IF NOT EXISTS usage_daily (
 CREATE INDEX IF NOT EXISTS ix_usage_daily_package_day ON usage_daily (package_id, day);
 CREATE INDEX IF NOT EXISTS ix_usage_daily_user_day ON usage_daily (user_id, day);
 
+-- usage_daily summed per UTC month (month 'YYYY-MM-01'), read only for the months listed in
+-- usage_month; see the MariaDB schema for how the two stay in agreement.
+CREATE TABLE IF NOT EXISTS usage_monthly (
+    month       TEXT NOT NULL,
+    cluster_id  INTEGER NOT NULL DEFAULT 0,
+    package_id  INTEGER NOT NULL,
+    user_id     INTEGER NOT NULL,
+    loads       INTEGER NOT NULL,
+    user_loads  INTEGER NOT NULL,
+    first_load  TEXT NOT NULL,
+    last_load   TEXT NOT NULL,
+    PRIMARY KEY (month, cluster_id, package_id, user_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ix_usage_monthly_package_month ON usage_monthly (package_id, month);
+CREATE INDEX IF NOT EXISTS ix_usage_monthly_user_month ON usage_monthly (user_id, month);
+
+CREATE TABLE IF NOT EXISTS package_monthly (
+    month       TEXT NOT NULL,
+    cluster_id  INTEGER NOT NULL DEFAULT 0,
+    package_id  INTEGER NOT NULL,
+    loads       INTEGER NOT NULL,
+    user_loads  INTEGER NOT NULL,
+    PRIMARY KEY (month, cluster_id, package_id)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS usage_month (
+    month       TEXT NOT NULL PRIMARY KEY,
+    built_at    TEXT NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS rejected_line (
     id          INTEGER PRIMARY KEY,
     instance    TEXT NOT NULL,
@@ -114,5 +144,5 @@ CREATE VIEW IF NOT EXISTS package_version_count AS
     GROUP BY package.name, package.version;
 
 INSERT INTO lmod_tracker_schema (version, applied_at)
-    SELECT 3, strftime('%Y-%m-%d %H:%M:%f', 'now')
+    SELECT 4, strftime('%Y-%m-%d %H:%M:%f', 'now')
     WHERE NOT EXISTS (SELECT 1 FROM lmod_tracker_schema);

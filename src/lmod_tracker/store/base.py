@@ -10,10 +10,11 @@ from typing import Any, Protocol
 from lmod_tracker.errors import SchemaError, StoreError
 from lmod_tracker.events import Chunk, FileKey, LoadEvent, Rejected
 from lmod_tracker.files import Checkpoint, path_text
+from lmod_tracker.months import next_month
 
 __all__ = ["SCHEMA_VERSION", "Batch", "CommitResult", "SchemaError", "Store", "StoreError"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: Sizes of the free-text columns we write, in characters (bytes for ``raw``): every value is
 #: cut to them before it reaches the database, so no text of ours can be refused.
@@ -22,7 +23,8 @@ TEXT_LIMITS = {"instance": 128, "path": 1024, "reason": 255, "raw": 4096}
 #: The tables of our schema: a database that has some of them but no ``lmod_tracker_schema``
 #: belongs to another program (lmod_tracking has ``user``, ``package``, ``module_usage``).
 OUR_TABLES = ("user", "package", "host", "modulefile", "cluster", "module_usage", "usage_daily",
-              "rejected_line", "file_checkpoint")
+              "usage_monthly", "package_monthly", "usage_month", "rejected_line",
+              "file_checkpoint")
 
 
 @dataclass
@@ -100,6 +102,16 @@ class Store(Protocol):
     async def upgrade(self) -> list[int]:
         """Move an older lmod-tracker schema to :data:`SCHEMA_VERSION` in place; the versions
         applied (none when it is current)."""
+        ...
+
+    async def unbuilt_months(self, today: dt.date) -> list[str]:
+        """Months (``YYYY-MM-01``) that ended before ``today`` and are not (or no longer)
+        in usage_monthly, oldest first (:func:`months_to_build`)."""
+        ...
+
+    async def build_month(self, month: str) -> int:
+        """usage_monthly's rows of ``month`` from usage_daily, in one transaction that also
+        marks the month built in usage_month; the number of rows written."""
         ...
 
     async def checkpoint(self, instance: str, key: FileKey) -> list[Checkpoint]:
@@ -278,3 +290,30 @@ def rollup_rows(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
             elif load_time > entry[3]:
                 entry[3] = load_time
     return [(*key, *entry) for key, entry in sorted(acc.items())]
+
+
+def months_of(daily: list[tuple[Any, ...]]) -> list[str]:
+    """The months (``YYYY-MM-01``) that rollup rows (:func:`rollup_rows`) fall in."""
+    return sorted({row[0][:8] + "01" for row in daily})
+
+
+def month_bounds(month: str) -> tuple[str, str]:
+    """The first day of ``month`` (``YYYY-MM-01``) and of the month after it."""
+    first = dt.date.fromisoformat(month)
+    after = next_month(first)
+    return first.isoformat(), after.isoformat()
+
+
+def months_to_build(first_day: str | None, built: set[str], today: dt.date) -> list[str]:
+    """Months from the one of ``first_day`` (the oldest rollup day) to the last one that ended
+    before ``today`` (UTC), that are not ``built``: what usage_monthly lacks, oldest first."""
+    if first_day is None:
+        return []
+    month = dt.date.fromisoformat(str(first_day)[:10]).replace(day=1)
+    current = today.replace(day=1)
+    out = []
+    while month < current:
+        if month.isoformat() not in built:
+            out.append(month.isoformat())
+        month = next_month(month)
+    return out

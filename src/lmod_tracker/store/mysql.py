@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import functools
 import operator
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any, TypeVar
 
 import asyncmy  # type: ignore[import-untyped]
@@ -34,6 +35,9 @@ from lmod_tracker.store.base import (
     dimension_values,
     fact_rows,
     foreign_schema_error,
+    month_bounds,
+    months_of,
+    months_to_build,
     natural_key,
     rollup_rows,
     schema_statement,
@@ -62,7 +66,8 @@ _DIMENSIONS: dict[str, tuple[str, str]] = {
 }
 #: Every table the writer inserts into.
 _WRITTEN = ("`user`", "package", "host", "modulefile", "cluster", "module_usage",
-            "usage_daily", "rejected_line", "file_checkpoint")
+            "usage_daily", "usage_monthly", "package_monthly", "usage_month", "rejected_line",
+            "file_checkpoint")
 _USAGE_COLUMNS = USAGE_COLUMNS
 #: Columns of module_usage that may be NULL (the rest never are).
 _USAGE_NULLABLE = (3, 4, 6, 7)
@@ -76,6 +81,18 @@ _UPSERT_DAILY = (
     " loads = loads + VALUES(loads), user_loads = user_loads + VALUES(user_loads),"
     " first_load = LEAST(first_load, VALUES(first_load)),"
     " last_load = GREATEST(last_load, VALUES(last_load))")
+#: A change to the daily rollup of these months makes their usage_monthly rows stale.
+_UNBUILD_MONTHS = "DELETE FROM usage_month WHERE month IN "
+#: One month of usage_monthly from usage_daily (build_month).
+_BUILD_MONTH = (
+    "INSERT INTO usage_monthly (month, cluster_id, package_id, user_id, loads, user_loads,"
+    " first_load, last_load) SELECT %s, cluster_id, package_id, user_id, SUM(loads),"
+    " SUM(user_loads), MIN(first_load), MAX(last_load) FROM usage_daily"
+    " WHERE day >= %s AND day < %s GROUP BY cluster_id, package_id, user_id")
+_BUILD_PACKAGE_MONTH = (
+    "INSERT INTO package_monthly (month, cluster_id, package_id, loads, user_loads)"
+    " SELECT month, cluster_id, package_id, SUM(loads), SUM(user_loads) FROM usage_monthly"
+    " WHERE month = %s GROUP BY cluster_id, package_id")
 #: The whole rollup from the facts (schema upgrade to version 3).
 _BUILD_DAILY = (
     "INSERT INTO usage_daily (day, cluster_id, package_id, user_id, loads, user_loads,"
@@ -119,6 +136,10 @@ _UPGRADES: dict[int, list[tuple[str, str]]] = {
         ("SELECT 1 FROM DUAL", schema_statement("mysql", "usage_daily")),
         # the rollup of everything stored, committed with the version row
         ("SELECT 1 FROM DUAL WHERE NOT EXISTS (SELECT 1 FROM usage_daily)", _BUILD_DAILY)],
+    # the monthly rollup: empty, built by the daemon or `db months` (no month is marked built)
+    4: [("SELECT 1 FROM DUAL", schema_statement("mysql", "usage_monthly")),
+        ("SELECT 1 FROM DUAL", schema_statement("mysql", "package_monthly")),
+        ("SELECT 1 FROM DUAL", schema_statement("mysql", "usage_month"))],
 }
 
 
@@ -347,6 +368,9 @@ class MySQLStore:
                 await self._execute(f"INSERT INTO {table} SELECT * FROM {table} WHERE 1 = 0")
             await self._execute(
                 "UPDATE file_checkpoint SET updated_at = updated_at WHERE 1 = 0")
+            # the writer unlists changed months; month builds replace a month's rows
+            for table in ("usage_month", "usage_monthly", "package_monthly"):
+                await self._execute(f"DELETE FROM {table} WHERE 1 = 0")
             await self._rollback()
 
     async def prune_span(self, table: str, before: str) -> tuple[int, int] | None:
@@ -365,21 +389,57 @@ class MySQLStore:
         """Delete the rows of ``table`` with ``low <= id < high`` older than ``before``, in
         one short transaction (row locks on that id range only); how many were deleted."""
         column = _PRUNABLE[table]
+        async with self._transaction():
+            return await self._rowcount(
+                f"DELETE FROM {table} WHERE id >= %s AND id < %s AND {column} < %s",
+                (low, high, before))
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[None]:
+        """A short transaction of its own (prune, month builds): committed at the end of the
+        block, rolled back on any error; the writer waits for it (the lock)."""
         async with self._lock:
             try:
-                conn = await self._connection()
-                async with conn.cursor() as cur:
-                    self.statements += 1
-                    n = await self._call(cur.execute(
-                        f"DELETE FROM {table} WHERE id >= %s AND id < %s AND {column} < %s",
-                        (low, high, before)))
-                await self._call(conn.commit())
+                await self._rollback()
+                yield
+                await self._call(self._conn.commit())
             except BaseException:
                 if self._conn is not None:
                     with contextlib.suppress(BaseException):
                         await asyncio.wait_for(self._conn.rollback(), 5)
                 raise
-        return int(n or 0)
+
+    async def _rowcount(self, sql: str, params: Sequence[Any]) -> int:
+        """One statement; the rows it changed."""
+        conn = await self._connection()
+        async with conn.cursor() as cur:
+            self.statements += 1
+            return int(await self._call(cur.execute(sql, params)) or 0)
+
+    async def unbuilt_months(self, today: dt.date) -> list[str]:
+        async with self._lock:
+            [(first,)] = await self._execute("SELECT MIN(day) FROM usage_daily")
+            built = {str(m)[:10] for (m,) in await self._execute("SELECT month FROM usage_month")}
+            await self._rollback()
+        return months_to_build(None if first is None else str(first), built, today)
+
+    async def build_month(self, month: str) -> int:
+        """One month of usage_monthly, in a REPEATABLE READ transaction: INSERT .. SELECT then
+        reads usage_daily with shared next-key locks, so it waits for a writer's uncommitted
+        rows of the month and no writer adds to the month until it commits. A writer that
+        changes the month after that deletes the mark (its last statement)."""
+        first, after = month_bounds(month)
+        async with self._transaction():
+            await self._execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            await self._execute("DELETE FROM usage_monthly WHERE month = %s", (first,))
+            await self._execute("DELETE FROM package_monthly WHERE month = %s", (first,))
+            n = await self._rowcount(_BUILD_MONTH, (first, first, after))
+            await self._execute(_BUILD_PACKAGE_MONTH, (first,))
+            await self._execute(
+                "INSERT INTO usage_month (month, built_at) VALUES (%s, %s)"
+                " ON DUPLICATE KEY UPDATE built_at = VALUES(built_at)",
+                (first, utc_now_text()))
+        return n
 
     async def session_counters(self) -> dict[str, int]:
         """The server's statement counters of this connection, with ``statements``, our own
@@ -455,7 +515,14 @@ class MySQLStore:
         inserted = await self._executemany(*_usage_statement(rows))
         # Every row sent was inserted (strict mode: a duplicate key fails the transaction), so
         # the rollup counts exactly these, in the same transaction.
-        await self._executemany(_UPSERT_DAILY, rollup_rows(rows) if daily is None else daily)
+        if daily is None:
+            daily = rollup_rows(rows)
+        await self._executemany(_UPSERT_DAILY, daily)
+        if daily:
+            # Last, so a month build running meanwhile either waited for this transaction's
+            # rows (and saw them) or is ordered before it: its mark is deleted here.
+            months = months_of(daily)
+            await self._execute(_UNBUILD_MONTHS + _marks(len(months)), months)
         faults.point("insert")
 
         now = utc_now_text()

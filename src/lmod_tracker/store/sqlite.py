@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime as dt
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -25,6 +27,9 @@ from lmod_tracker.store.base import (
     dimension_values,
     fact_rows,
     foreign_schema_error,
+    month_bounds,
+    months_of,
+    months_to_build,
     natural_key,
     rollup_rows,
     schema_statements,
@@ -67,6 +72,10 @@ _UPGRADES: dict[int, list[tuple[str, str]]] = {
          " package_id, user_id, COUNT(*), COUNT(CASE WHEN userload = 1 THEN 1 END),"
          " MIN(load_time), MAX(load_time) FROM module_usage"
          " GROUP BY substr(load_time, 1, 10), IFNULL(cluster_id, 0), package_id, user_id")],
+    # the monthly rollup: empty, built by the daemon or `db months` (no month is marked built)
+    4: [("SELECT 1", stmt) for stmt in schema_statements("sqlite")
+        if stmt.startswith(("CREATE TABLE", "CREATE INDEX"))
+        and ("usage_month" in stmt or "package_monthly" in stmt)],
 }
 #: What db prune deletes from: table -> time column.
 _PRUNABLE = {"module_usage": "load_time", "rejected_line": "seen_at"}
@@ -85,6 +94,20 @@ _DIMENSIONS: dict[str, tuple[str, str, str]] = {
     "cluster": ("INSERT INTO cluster (name) VALUES (?) ON CONFLICT DO NOTHING",
                 "SELECT id, name FROM cluster WHERE name IN ", "name"),
 }
+
+
+@contextlib.contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """A write transaction (BEGIN IMMEDIATE: the file's write lock from the start), committed
+    at the end of the block, rolled back on any error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 class SQLiteStore:
@@ -150,15 +173,9 @@ class SQLiteStore:
 
     async def init_schema(self) -> None:
         def init() -> None:
-            conn = self._connect()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _immediate(self._connect()) as conn:
                 for stmt in schema_statements("sqlite"):
                     conn.execute(stmt)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
         await self._run(init)
 
     async def schema_version(self) -> int | None:
@@ -192,17 +209,12 @@ class SQLiteStore:
             found = int(row[0]) if row and row[0] is not None else SCHEMA_VERSION
             applied = []
             for version in range(found + 1, SCHEMA_VERSION + 1):
-                conn.execute("BEGIN IMMEDIATE")
-                try:
+                with _immediate(conn):
                     for needed, statement in _UPGRADES[version]:
                         if conn.execute(needed).fetchone():
                             conn.execute(statement)
                     conn.execute("INSERT INTO lmod_tracker_schema (version, applied_at)"
                                  " VALUES (?, ?)", (version, utc_now_text()))
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
                 applied.append(version)
             return applied
         applied = await self._run(upgrade)
@@ -256,13 +268,18 @@ class SQLiteStore:
                 "INSERT INTO module_usage (user_id, package_id, host_id, modulefile_id, jobid,"
                 " load_time, cluster_id, userload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
             inserted = conn.total_changes - before
+            daily = rollup_rows(rows)
             conn.executemany(
                 "INSERT INTO usage_daily (day, cluster_id, package_id, user_id, loads, user_loads,"
                 " first_load, last_load) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (day, cluster_id, package_id, user_id) DO UPDATE SET"
                 " loads = loads + excluded.loads, user_loads = user_loads + excluded.user_loads,"
                 " first_load = min(first_load, excluded.first_load),"
-                " last_load = max(last_load, excluded.last_load)", rollup_rows(rows))
+                " last_load = max(last_load, excluded.last_load)", daily)
+            if daily:  # these months' usage_monthly rows are stale until built again
+                months = months_of(daily)
+                marks = ",".join("?" * len(months))
+                conn.execute(f"DELETE FROM usage_month WHERE month IN ({marks})", months)
             now = utc_now_text()
             before = conn.total_changes
             conn.executemany(
@@ -287,6 +304,40 @@ class SQLiteStore:
             raise
         self._ids.merge(pending)
         return CommitResult(inserted, len(batch.events) - inserted, rejected)
+
+    async def unbuilt_months(self, today: dt.date) -> list[str]:
+        def lookup() -> list[str]:
+            conn = self._connect()
+            first = conn.execute("SELECT MIN(day) FROM usage_daily").fetchone()[0]
+            built = {str(m) for (m,) in conn.execute("SELECT month FROM usage_month")}
+            return months_to_build(first, built, today)
+        return await self._run(lookup)
+
+    async def build_month(self, month: str) -> int:
+        """One month of usage_monthly and its mark, in one write transaction (the only one:
+        no writer can change the month meanwhile)."""
+        first, after = month_bounds(month)
+
+        def build() -> int:
+            with _immediate(self._connect()) as conn:
+                conn.execute("DELETE FROM usage_monthly WHERE month = ?", (first,))
+                conn.execute("DELETE FROM package_monthly WHERE month = ?", (first,))
+                n = conn.execute(
+                    "INSERT INTO usage_monthly (month, cluster_id, package_id, user_id, loads,"
+                    " user_loads, first_load, last_load) SELECT ?, cluster_id, package_id,"
+                    " user_id, SUM(loads), SUM(user_loads), MIN(first_load), MAX(last_load)"
+                    " FROM usage_daily WHERE day >= ? AND day < ?"
+                    " GROUP BY cluster_id, package_id, user_id", (first, first, after)).rowcount
+                conn.execute(
+                    "INSERT INTO package_monthly (month, cluster_id, package_id, loads,"
+                    " user_loads) SELECT month, cluster_id, package_id, SUM(loads),"
+                    " SUM(user_loads) FROM usage_monthly WHERE month = ?"
+                    " GROUP BY cluster_id, package_id", (first,))
+                conn.execute("INSERT INTO usage_month (month, built_at) VALUES (?, ?)"
+                             " ON CONFLICT (month) DO UPDATE SET built_at = excluded.built_at",
+                             (first, utc_now_text()))
+            return int(n)
+        return await self._run(build)
 
     def _existing(self, conn: sqlite3.Connection, times: list[str]) -> set[tuple[object, ...]]:
         """Natural keys (base.natural_key) already stored among rows with these load times."""
@@ -314,17 +365,10 @@ class SQLiteStore:
         column = _PRUNABLE[table]
 
         def delete() -> int:
-            conn = self._connect()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                n = conn.execute(f"DELETE FROM {table} WHERE id >= ? AND id < ? AND {column} < ?",
-                                 (low, high, before)).rowcount
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            return int(n)
+            with _immediate(self._connect()) as conn:
+                return int(conn.execute(
+                    f"DELETE FROM {table} WHERE id >= ? AND id < ? AND {column} < ?",
+                    (low, high, before)).rowcount)
         return await self._run(delete)
 
     def _resolve(self, conn: sqlite3.Connection, batch: Batch) -> dict[str, dict[object, int]]:
