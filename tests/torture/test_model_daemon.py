@@ -14,10 +14,14 @@ fragment.
 CI mode (default) runs 30 derandomized sequences of up to 16 steps per backend, about a minute
 and a half each; failures are reported unshrunk (the steps are printed).
 
-Long mode, 10,000 sequences of up to 30 steps per backend (3-6 s a sequence: about 14 hours on
-SQLite and 9 on MariaDB; 60 random sequences per backend took 10 minutes)::
+Long mode: at least 10,000 random sequences of up to 30 steps, half on each backend, run in
+parallel shards of 50 by tests/torture/long.py (its docstring and the README's "Reliability"
+say how long it takes)::
 
-    LMT_TORTURE_LONG=1 .venv/bin/pytest -p no:cacheprovider tests/torture/test_model_daemon.py
+    .venv/bin/python -m tests.torture.long --sequences 10000 --jobs 8
+
+``LMT_TORTURE_LONG=1`` runs 10,000 sequences per backend in this one process, one at a
+time (about a day).
 
 Knobs: ``LMT_TORTURE_EXAMPLES`` (sequences per backend), ``LMT_TORTURE_STEPS`` (steps per
 sequence), ``LMT_TORTURE_SHRINK=1`` (shrink a failure to a minimal sequence: up to 5 more
