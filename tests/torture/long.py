@@ -8,14 +8,15 @@ from its own seed (``--hypothesis-seed``), so any shard can be run again alone::
     .venv/bin/python -m tests.torture.long --sequences 10000 --jobs 8 --out /var/tmp/lmt-torture
 
 Half the shards run on SQLite, half on MariaDB (the server the tests use, see tests/conftest.py).
-Each finished shard is one line of ``OUT/results.jsonl`` (backend, seed, sequences, seconds,
-exit code, and the git tree of ``src/``, ``tests/support/`` and ``tests/torture/``); a failed
-shard's output is kept in ``OUT/logs/``. Run again with the same ``--out``, shards that already
-passed on the same trees are not run again, so a long run can be spread over several sittings;
-a change to the daemon or to the torture harness starts the count from zero.
+Each finished shard is one line of ``OUT/results.jsonl``: backend, seed, sequences, seconds,
+exit code, and the git ids of what the result depends on (``src/``, ``tests/support/``, the
+model test and both conftests). A failed shard's output is kept in ``OUT/logs/``. Run again
+with the same ``--out``, shards that already passed on the same ids are not run again, so a
+long run can be spread over several sittings; a change to the daemon or to the torture
+harness starts the count from zero.
 
 The table at the end counts sequences per backend; the exit code is 0 only when every shard
-passed and at least ``--sequences`` ran on the current trees. To replay a failed shard::
+passed and at least ``--sequences`` ran on the current ids. To replay a failed shard::
 
     LMT_TORTURE_RANDOM=1 LMT_TORTURE_EXAMPLES=50 LMT_TORTURE_STEPS=30 .venv/bin/pytest \\
         -p no:cacheprovider -s tests/torture/test_model_daemon.py -k sqlite --hypothesis-seed=SEED
@@ -38,7 +39,8 @@ from rich.console import Console
 from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[2]
-TREES = ("src", "tests/support", "tests/torture")
+TREES = ("src", "tests/support", "tests/conftest.py", "tests/torture/conftest.py",
+         "tests/torture/test_model_daemon.py")
 BACKENDS = ("sqlite", "mysql")
 #: What test_model_daemon.py prints at the end of a run.
 DONE = re.compile(r"^(sqlite|mysql): (\d+) sequences in (\d+) s$", re.MULTILINE)
@@ -56,7 +58,7 @@ class Shard:
 
 
 def trees() -> str:
-    """The git trees the result depends on; ``+dirty`` when they differ from HEAD."""
+    """The git ids of what a result depends on; ``+dirty`` when they differ from HEAD."""
     ids = [subprocess.run(["git", "rev-parse", f"HEAD:{t}"], cwd=ROOT, check=True,
                           capture_output=True, text=True).stdout.strip()[:12] for t in TREES]
     dirty = subprocess.run(["git", "status", "--porcelain", "--", *TREES], cwd=ROOT,
@@ -150,16 +152,20 @@ def main(argv: list[str] | None = None) -> int:
                               f" failed, {len(todo)} waiting")
 
     table = Table(title=f"Model-based torture, long mode (trees {tree})")
-    for col in ("backend", "shards passed", "sequences", "failed shards", "shard seconds"):
+    for col in ("backend", "shards passed", "sequences", "machines run", "failed shards",
+                "shard seconds"):
         table.add_column(col, justify="right" if col != "backend" else "left")
     total = 0
     for backend in BACKENDS:
         ok = [r for s, r in done.items() if s.backend == backend and r["rc"] == 0]
-        seqs = sum(int(r["sequences"]) for r in ok)  # type: ignore[call-overload]
+        # Hypothesis's examples (``size`` a shard); it may build a few more machines whose
+        # draw it then discards, after running their steps: "machines run" counts those too.
+        seqs = sum(min(int(str(r["sequences"])), int(str(r["size"]))) for r in ok)
         total += seqs
         table.add_row(backend, str(len(ok)), str(seqs),
+                      str(sum(int(str(r["sequences"])) for r in ok)),
                       str(sum(1 for s in failed if s.backend == backend)),
-                      f"{sum(float(r['seconds']) for r in ok):.0f}")  # type: ignore[arg-type]
+                      f"{sum(float(str(r['seconds'])) for r in ok):.0f}")
     Console().print(table)
     print(f"{total} sequences passed on these trees; {len(failed)} shards failed this sitting;"
           f" wall time this sitting {time.monotonic() - started:.0f} s")
