@@ -130,31 +130,24 @@ def test_missing_create_privilege_is_permanent(mysql_db: DbHandle, tmp_path: Pat
     _assert_permanent(outcomes, r"(?i)denied|privilege|grant")
 
 
-def test_missing_insert_privilege_is_permanent(mysql_db: DbHandle, tmp_path: Path) -> None:
-    """The schema exists (made by an administrator); our user may only SELECT, so the first
-    commit is refused: that is not an outage to wait out."""
+@pytest.mark.parametrize(("grants", "refusal"), [
+    # The schema exists (made by an administrator); our user may only SELECT, so the first
+    # commit would be refused: that is not an outage to wait out.
+    pytest.param("SELECT", r"(?i)denied|privilege|grant", id="insert"),
+    # Every grant but DELETE (which the writer needs on usage_month, and month builds on the
+    # monthly tables): refused at start, before a row is written, not at the first commit.
+    pytest.param("SELECT, INSERT, UPDATE", r"(?i)DELETE command denied", id="delete"),
+])
+def test_missing_write_privilege_is_permanent(mysql_db: DbHandle, tmp_path: Path, grants: str,
+                                              refusal: str) -> None:
     log_dir, log = _log(tmp_path)
     init = run_tracker(mysql_db.env, "db", "init", timeout=30)
     assert init.returncode == 0, init.explain()
     with MysqlAccount(_server(mysql_db)) as account:
-        account.grant("SELECT", mysql_db.name)
+        account.grant(grants, mysql_db.name)
         outcomes = _every_command(account.env(mysql_db.name), log_dir, log,
                                   ("run", "run --once", "ingest"))
-    _assert_permanent(outcomes, r"(?i)denied|privilege|grant")
-    assert mysql_db.scalar(COUNT) == 0
-
-
-def test_missing_delete_privilege_is_permanent(mysql_db: DbHandle, tmp_path: Path) -> None:
-    """Every grant but DELETE (which the writer needs on usage_month, and month builds on the
-    monthly tables): refused at start, before a row is written, not at the first commit."""
-    log_dir, log = _log(tmp_path)
-    init = run_tracker(mysql_db.env, "db", "init", timeout=30)
-    assert init.returncode == 0, init.explain()
-    with MysqlAccount(_server(mysql_db)) as account:
-        account.grant("SELECT, INSERT, UPDATE", mysql_db.name)
-        outcomes = _every_command(account.env(mysql_db.name), log_dir, log,
-                                  ("run", "run --once", "ingest"))
-    _assert_permanent(outcomes, r"(?i)DELETE command denied")
+    _assert_permanent(outcomes, refusal)
     assert mysql_db.scalar(COUNT) == 0
 
 
