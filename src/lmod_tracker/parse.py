@@ -417,6 +417,17 @@ class Parser:
             pos = w.end()
         return None
 
+    def _split_module(self, module: str) -> tuple[str, str]:
+        """``module=`` as (package, version), at the last or the first slash
+        (``module_split``); a module without a slash is a package without a version."""
+        if self.split == "last":
+            package, _, version = module.rpartition("/")
+            if not package:
+                return version, ""
+            return package, version
+        package, _, version = module.partition("/")
+        return package, version
+
     def parse_line(self, line: bytes) -> LoadEvent | str | None:
         """One line without its newline -> event, reject reason, or ``None`` if foreign.
 
@@ -461,12 +472,7 @@ class Parser:
             load_time = epoch_to_text(stamp)
         except ValueError as exc:
             return str(exc)
-        if self.split == "last":
-            package, _, version = module.rpartition("/")
-            if not package:
-                package, version = version, ""
-        else:
-            package, _, version = module.partition("/")
+        package, version = self._split_module(module)
         host = fields.get("host")
         if not host:
             if syslog_host is None:
@@ -516,7 +522,6 @@ class Parser:
         parse = self.parse_line
         fast = self._fast.match
         seconds = self._seconds
-        last = self.split == "last"
         max_line = self.max_line_bytes
         no_job = self.no_job
         fixed = self.cluster
@@ -544,12 +549,7 @@ class Parser:
                 user, jobid, module, path, host, whole, frac = m.groups()
                 split = modules.get(module)
                 if split is None:
-                    if last:
-                        package, _, version = module.rpartition("/")
-                        if not package:
-                            package, version = version, ""
-                    else:
-                        package, _, version = module.partition("/")
+                    package, version = self._split_module(module)
                     split = modules[module] = (share(package, package),
                                                share(version, version))
                 package, version = split
