@@ -473,6 +473,8 @@ class Parser:
         except ValueError as exc:
             return str(exc)
         package, version = self._split_module(module)
+        if not package:
+            return f"module={quote(module)} names no package"
         host = fields.get("host")
         if not host:
             if syslog_host is None:
@@ -558,7 +560,7 @@ class Parser:
                 second = seconds.get(whole)
                 if second is None:
                     second = self._second(whole)
-                if (second and len(user) <= 64 and len(package) <= 255
+                if (second and package and len(user) <= 64 and len(package) <= 255
                         and len(version) <= 128 and len(host) <= 255 and len(path) <= 768
                         and (jobid is None or len(jobid) <= 64)):
                     events.append(_new(LoadEvent, (

@@ -48,6 +48,33 @@ def test_split_first() -> None:
     assert (event.package, event.version) == ("python", "3.11/gpu")
 
 
+@pytest.mark.parametrize(("split", "module", "expected"), [
+    ("last", "bio/samtools/1.9", ("bio/samtools", "1.9")),
+    ("first", "bio/samtools/1.9", ("bio", "samtools/1.9")),
+    ("last", "gcc", ("gcc", "")), ("first", "gcc", ("gcc", "")),
+    ("last", "gcc/", ("gcc", "")), ("first", "gcc/", ("gcc", "")),
+    ("last", ".hidden/1.0", (".hidden", "1.0")),
+    ("last", "a//b", ("a/", "b")), ("first", "a//b", ("a", "/b")),
+    ("last", "/gcc", ("gcc", "")),  # nothing before the last slash: a package alone
+    ("first", "/gcc", None), ("last", "/", None), ("first", "/", None), ("first", "//", None),
+])
+def test_block_and_line_split_modules_alike(split: str, module: str,
+                                            expected: tuple[str, str] | None) -> None:
+    """The block fast path and the line path split ``module=`` by one rule; a module that
+    names no package is a reject on both."""
+    parser = Parser(split=split)  # type: ignore[arg-type]
+    line = TRAD + b"user=a module=" + module.encode() + b" path=/m.lua host=h time=1"
+    by_line = parser.parse_line(line)
+    block = parser.parse_block(line + b"\n", 0)
+    if expected is None:
+        assert by_line == f"module={module!r} names no package"
+        assert [r.reason for r in block.rejects] == [by_line] and not block.events
+    else:
+        assert isinstance(by_line, LoadEvent)
+        assert (by_line.package, by_line.version) == expected
+        assert block.events == [by_line] and not block.rejects
+
+
 @pytest.mark.parametrize(("message", "reason"), [
     (b"module=gcc/1 time=1", "missing user="),
     (b"user=a time=1", "missing module="),
