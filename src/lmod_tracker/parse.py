@@ -31,7 +31,7 @@ header can tell apart is a relay host from a program name logged without a colon
 such a line counts as ours, and is rejected unless its message is a valid load record.
 
 Everything here is linear in the line length and reads only the first :data:`HEADER_BYTES`
-bytes to decide whether a line is ours (at most 12 header words come before the program), so a
+bytes to decide whether a line is ours (at most 24 header words come before the program), so a
 hostile line of any size costs little. The host that counts is the message's ``host=`` key; the
 header word just before the program (when it is a host, not part of a timestamp) is only the
 fallback.
@@ -66,8 +66,9 @@ MAX_REASON = 200
 #: Values quoted in a reject reason are cut to this many characters.
 QUOTE_CHARS = 40
 
-#: At most this many header words (timestamp parts, hosts) come before the program name.
-_MAX_HEADER_WORDS = 12
+#: At most this many header words (timestamp parts, hosts) come before the program name: room
+#: for the stamps and hosts of four relays in front of the origin's header.
+_MAX_HEADER_WORDS = 24
 
 _TIME_RX = re.compile(r"([0-9]{1,12})(?:\.([0-9]+))?\Z")
 #: A whole line as rsyslog writes the usual hook's message (traditional or RFC 3339 stamp, one
@@ -78,8 +79,12 @@ _FAST_LINE = (
     r"(?:[A-Z][a-z]{{2}} [ 0-9][0-9] [0-9]{{2}}:[0-9]{{2}}:[0-9]{{2}}"
     r"|[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}T[0-9:.+Z-]{{0,24}}(?<!:))"
     r" [A-Za-z0-9][A-Za-z0-9_./%@+,-]{{0,254}} (?:{tags})(?:\[[0-9]{{1,10}}\])?:"
-    r" user=(\S+) (?:jobid=(\S+) )?module=(\S+) path=(\S+) host=(\S+)"
+    r" user=({v}) (?:jobid=({v}) )?module=({v}) path=({v}) host=({v})"
     r" time=([0-9]{{1,12}})(?:\.([0-9]{{1,6}}))?\s*\Z")
+#: A value the fast pattern takes as it is, the same in :func:`message_fields`: it does not
+#: start with a quote (a quoted value) or end with a comma (a ``key=value, `` separator).
+#: Values with rsyslog's ``#011`` (an escaped tab) are left to the general path by the caller.
+_FAST_VALUE = r'[^\s"]\S*(?<!,)'
 
 #: The usual header (a traditional or RFC 3339 stamp, one host, the program word), found with one
 #: match; it finds the program word where the word-by-word scan would (``Parser`` checks the
@@ -119,6 +124,14 @@ _RFC5424_IDS = re.compile(rb" \S+ \S+ ")
 #: RFC 5424 structured data: one or more ``[id name="value" ...]`` (values may escape ``\\"``).
 _SD = re.compile(rb'(?:\[[^\s\]"=]+(?: [^\s\]"=]+="(?:[^"\\]|\\.)*")*\])+')
 _BOM = "\ufeff"
+#: An IPv4 or IPv6 address in place of a host name.
+_IP = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}|[0-9A-Fa-f]*:[0-9A-Fa-f:.]*(?:%\S+)?")
+#: One ``key=value`` of a message: a double-quoted value keeps its spaces (Lmod's own tools
+#: read ``key="a b"``), an unquoted one ends at white space. A key starts a word (linear time
+#: on any line).
+_FIELD = re.compile(r'(?<![^\s,])([^\s=,]+)=(?:"([^"]*)"(?=[\s,]|\Z)|(\S*))')
+#: rsyslog's ``$RepeatedMsgReduction``: ``message repeated 3 times: [ user=...]``.
+_REPEATED = re.compile(r"\s*message repeated [0-9]+ times: \[(.*)\]\s*\Z", re.S)
 
 _new = tuple.__new__
 #: 9999-12-31 23:59:59 UTC, the last second a DATETIME column can hold.
@@ -236,10 +249,35 @@ def _rfc5424_message(line: bytes, pos: int) -> int | str:
     return pos + 1
 
 
+def message_fields(message: str) -> dict[str, str]:
+    """The ``key=value`` pairs of a message (the last of a repeated key wins).
+
+    As sites' hooks and rsyslog write them: separated by white space, by rsyslog's ``#011``
+    (an escaped tab) or by ``, `` (``user=a, module=gcc/12``); a value may be double-quoted
+    (``path="/home/a/My Modules/x.lua"``). rsyslog's ``message repeated N times: [...]`` is the
+    message in the brackets: the same load again, stored once by its natural key.
+    """
+    repeated = _REPEATED.match(message)
+    if repeated is not None:
+        message = repeated.group(1)
+    if "#011" in message:
+        message = message.replace("#011", " ")
+    fields: dict[str, str] = {}
+    for m in _FIELD.finditer(message):
+        quoted, plain = m.group(2), m.group(3)
+        if quoted is not None:
+            fields[m.group(1)] = quoted
+        else:
+            fields[m.group(1)] = plain[:-1] if plain[-1:] == "," else plain
+    return fields
+
+
 class _SecondLabel:
-    """Lmod's default syshost: the second label of the host name."""
+    """Lmod's default syshost: the second label of the host name (none for an IP address)."""
 
     def __call__(self, host: str) -> str | None:
+        if _IP.fullmatch(host):
+            return None
         labels = host.split(".")
         return labels[1] or None if len(labels) > 1 else None
 
@@ -322,7 +360,7 @@ class Parser:
         self._minutes: dict[int, str] = {}
         self._seconds: dict[str, str] = {}
         alternatives = "|".join(re.escape(t) for t in self.tags)
-        self._fast = re.compile(_FAST_LINE.format(tags=alternatives))
+        self._fast = re.compile(_FAST_LINE.format(tags=alternatives, v=_FAST_VALUE))
         if max(map(len, self._tag_bytes)) > _FAST_TAG_BYTES:
             self._fast = _NEVER
         self._quick: Callable[[bytes, int, int], re.Match[bytes] | None] | None = None
@@ -419,7 +457,10 @@ class Parser:
 
     def _split_module(self, module: str) -> tuple[str, str]:
         """``module=`` as (package, version), at the last or the first slash
-        (``module_split``); a module without a slash is a package without a version."""
+        (``module_split``); a module without a slash is a package without a version. Empty
+        parts (``gcc//12``, ``bio/samtools/1.9/``) are dropped first: Lmod names have none."""
+        if "//" in module or module[:1] == "/" or module[-1:] == "/":
+            module = "/".join(part for part in module.split("/") if part)
         if self.split == "last":
             package, _, version = module.rpartition("/")
             if not package:
@@ -455,10 +496,7 @@ class Parser:
 
     def _message(self, message: str, syslog_host: bytes | None) -> LoadEvent | str:
         fields: dict[str, str] = {}
-        for token in message.split():
-            key, sep, value = token.partition("=")
-            if sep:
-                fields[key] = value
+        fields = message_fields(message)
         user = fields.get("user")
         module = fields.get("module")
         stamp = fields.get("time")
@@ -535,6 +573,7 @@ class Parser:
         modules: dict[str, tuple[str, str]] = {}
         share = {}.setdefault
         pos = base_offset
+        escaped = b"#011" in block  # rsyslog's escaped tab: a separator (message_fields)
         for line in _lines(block):
             n = len(line) + 1
             if needle not in line and not (more_tags and _has_any(line, more_tags)):
@@ -542,7 +581,7 @@ class Parser:
                 pos += n
                 continue
             m = None
-            if n <= max_line:
+            if n <= max_line and not (escaped and b"#011" in line):
                 try:  # noqa: SIM105 - a with-block costs more on this hot path
                     m = fast(line.decode())
                 except UnicodeDecodeError:

@@ -54,9 +54,12 @@ def test_split_first() -> None:
     ("last", "gcc", ("gcc", "")), ("first", "gcc", ("gcc", "")),
     ("last", "gcc/", ("gcc", "")), ("first", "gcc/", ("gcc", "")),
     ("last", ".hidden/1.0", (".hidden", "1.0")),
-    ("last", "a//b", ("a/", "b")), ("first", "a//b", ("a", "/b")),
-    ("last", "/gcc", ("gcc", "")),  # nothing before the last slash: a package alone
-    ("first", "/gcc", None), ("last", "/", None), ("first", "/", None), ("first", "//", None),
+    # empty parts are dropped (Lmod names have none)
+    ("last", "a//b", ("a", "b")), ("first", "a//b", ("a", "b")),
+    ("last", "bio/samtools/1.9/", ("bio/samtools", "1.9")),
+    ("first", "/bio/samtools/1.9", ("bio", "samtools/1.9")),
+    ("last", "/gcc", ("gcc", "")), ("first", "/gcc", ("gcc", "")),
+    ("last", "/", None), ("first", "/", None), ("last", "//", None), ("first", "//", None),
 ])
 def test_block_and_line_split_modules_alike(split: str, module: str,
                                             expected: tuple[str, str] | None) -> None:
@@ -211,3 +214,58 @@ def test_tag_positional_and_keyword_signature() -> None:
 def test_bad_tags(tag: str | list[str]) -> None:
     with pytest.raises(ValueError, match="tag"):
         Parser(tag)
+
+
+@pytest.mark.parametrize(("message", "expected"), [
+    # Lmod's tools read double-quoted values whole; the quotes are not part of the value
+    (b'user="quoted" module="gcc/12.2.0" path="/home/q/My Modules/gcc/12.2.0.lua"'
+     b' host="node7" time=1682580177.1', ("quoted", "gcc", "12.2.0", "node7",
+                                          "/home/q/My Modules/gcc/12.2.0.lua", None)),
+    # "key=value, key=value" (more_hooks style): the comma is a separator
+    (b"user=comma, module=gcc/12.2.0, path=/m/gcc/12.2.0.lua, host=node7, userload=yes,"
+     b" jobid=55, time=1682580177.1", ("comma", "gcc", "12.2.0", "node7",
+                                       "/m/gcc/12.2.0.lua", "55")),
+    # rsyslog writes a tab as #011
+    (b"user=tabbed#011module=gcc/12.2.0 path=/m/gcc/12.2.0.lua#011host=node7"
+     b"#011time=1682580177.1", ("tabbed", "gcc", "12.2.0", "node7", "/m/gcc/12.2.0.lua", None)),
+    # rsyslog's $RepeatedMsgReduction: the same load again
+    (b"message repeated 3 times: [ user=rep module=gcc/12.2.0 path=/m/gcc/12.2.0.lua host=node7"
+     b" time=1682580177.1 jobid=77]", ("rep", "gcc", "12.2.0", "node7", "/m/gcc/12.2.0.lua",
+                                       "77")),
+])
+def test_separators_and_quotes_sites_and_rsyslog_write(
+        message: bytes, expected: tuple[str, ...]) -> None:
+    parser = Parser()
+    line = TRAD + message
+    event = parser.parse_line(line)
+    assert isinstance(event, LoadEvent)
+    assert (event.user, event.package, event.version, event.host, event.path,
+            event.jobid) == expected
+    assert event.load_time == "2023-04-27 07:22:57.100000"
+    # the block path (its fast pattern leaves such lines to the line path) agrees
+    assert parser.parse_block(line + b"\n", 0).events == [event]
+
+
+def test_userload_with_comma_separator() -> None:
+    event = Parser().parse_line(TRAD + b"user=a, module=gcc/1, userload=yes, time=1")
+    assert isinstance(event, LoadEvent) and event.userload == 1
+
+
+def test_repeated_message_is_the_same_load() -> None:
+    """The original and rsyslog's 'message repeated' line are one natural key: stored once."""
+    original = TRAD + b"user=rep module=gcc/1 host=node7 time=1682580177 jobid=77"
+    repeated = TRAD + b"message repeated 3 times: [ user=rep module=gcc/1 host=node7" \
+                      b" time=1682580177 jobid=77]"
+    block = Parser().parse_block(original + b"\n" + repeated + b"\n", 0)
+    assert len(block.events) == 2 and block.events[0] == block.events[1]
+
+
+@pytest.mark.parametrize(("host", "cluster"), [
+    ("c401-001.frontera.tacc.utexas.edu", "frontera"), ("node1", None),
+    ("10.1.2.3", None), ("192.168.7.20", None), ("fe80::1%eth0", None), ("2001:db8::7", None),
+])
+def test_second_label_rule_gives_no_cluster_for_an_address(host: str, cluster: str | None
+                                                           ) -> None:
+    parser = Parser(cluster_from_host="second-label")
+    event = parser.parse_line(TRAD + f"user=a module=gcc/1 host={host} time=1".encode())
+    assert isinstance(event, LoadEvent) and event.cluster == cluster

@@ -88,6 +88,9 @@ STYLES = [
                  id="relay-double-header"),
     pytest.param(b"Apr 27 03:22:58 Apr 27 03:22:57 node1 ModuleUsageTracking: ", "node1",
                  id="timegenerated-rawmsg-after-pri"),
+    pytest.param(b"Apr 27 03:23:00 relay3 Apr 27 03:22:59 relay2 Apr 27 03:22:58 relay1"
+                 b" Apr 27 03:22:57 node1 ModuleUsageTracking: ", "node1",
+                 id="three-relays-16-header-words"),
     pytest.param(b"Apr 27 03:22:58 relay1 <14>Apr 27 03:22:57 node1 ModuleUsageTracking: ",
                  "node1", id="relay-rawmsg-with-pri"),
     pytest.param(b"Apr 27 03:22:58 relay1 1 2023-04-27T03:22:57.622180-04:00 node1 "
@@ -169,8 +172,8 @@ def test_every_header_style_with_a_bad_message_is_rejected(header: bytes,
     pytest.param(b"-- Boot 0123456789abcdef0123456789abcdef --", id="journalctl-boot-marker"),
     pytest.param(b"Apr 27 03:22:57 " + b"h" * HEADER_BYTES + b" ModuleUsageTracking: " + MSG,
                  id="tag-beyond-the-header-bytes"),
-    pytest.param(b"Apr 27 03:22:57 a b c d e f g h i j ModuleUsageTracking: " + MSG,
-                 id="more-than-12-header-words"),
+    pytest.param(b"Apr 27 03:22:57 " + b"w " * 24 + b"ModuleUsageTracking: " + MSG,
+                 id="more-than-24-header-words"),
     pytest.param(b"Apr 27 03:22:57 node1 \"ModuleUsageTracking\": " + MSG, id="quoted-tag"),
     pytest.param(b"Apr 27 03:22:57 node1 user=x ModuleUsageTracking: " + MSG, id="key-value"),
 ])
