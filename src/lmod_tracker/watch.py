@@ -363,7 +363,10 @@ class Tailer:
             size = os.fstat(fd).st_size
             fingerprint = read_fingerprint(fd)
             if fingerprint is None:
-                self._pending = True  # first line not complete yet: look again soon
+                if follower.present or not self._expired(follower):
+                    self._pending = True  # first line not complete yet: look again soon
+                    return
+                self._close_incomplete(follower, size)
                 return
             key = FileKey(follower.dev, follower.ino, fingerprint)
             faults.point("lookup")
@@ -406,6 +409,20 @@ class Tailer:
             # daemon is stopped are read at the next start; a copy: its own checkpoint).
             await self.queue.put(Chunk(key, path, offset, [], [], 0, 0, time.time(),
                                        follower.tail))
+
+    def _close_incomplete(self, follower: Follower, size: int) -> None:
+        """A file gone from the directory for ``rotate_wait`` without one complete line: no
+        writer is left to complete it and there is nothing to read, so its descriptor is
+        released (held, every quiet rotation of an empty file would keep one for good)."""
+        if size:
+            log.warning("file left the directory with only an incomplete first line, not"
+                        " stored; closing", file=path_text(follower.path), bytes=size)
+        else:
+            log.info("empty file gone from the directory, closing",
+                     file=path_text(follower.path))
+        self.unreadable.pop(follower.path, None)
+        follower.close()
+        self.followers.pop((follower.dev, follower.ino), None)
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -79,6 +79,43 @@ async def test_a_file_is_held_from_first_sight_and_read_after_it_is_gone(
         await store.close()
 
 
+async def test_a_file_gone_without_a_complete_line_is_closed(tmp_path: Path) -> None:
+    """Quiet rotations leave empty files (logrotate's default ifempty); one that leaves the
+    directory, or one with only part of a line, is closed after rotate_wait instead of being
+    held for good (each would keep a descriptor and, at max_open, stop new files)."""
+    log_dir = tmp_path / "log"
+    log_dir.mkdir()
+    (log_dir / "lmod.log-1").write_bytes(b"")
+    (log_dir / "lmod.log-2").write_bytes(LINE[:20])
+    (log_dir / "lmod.log").write_bytes(b"")
+    store = SQLiteStore(tmp_path / "t.db")
+    await store.open()
+    await store.init_schema()
+    queue: asyncio.Queue[Chunk | None] = asyncio.Queue(maxsize=8)
+    tailer = Tailer(Selection(log_dir, "lmod.log*", ()), store, "t", Parser(), queue,
+                    block_bytes=4096, poll_interval=3600.0, rotate_wait=0.3, max_open=3)
+    never = asyncio.Event()
+    try:
+        await tailer.scan()
+        assert len(tailer.followers) == 3
+        (log_dir / "lmod.log-1").unlink()
+        (log_dir / "lmod.log-2").unlink()
+        await tailer.scan()
+        assert len(tailer.followers) == 3  # within rotate_wait: a writer may still finish
+        await asyncio.sleep(0.4)
+        await tailer.scan()
+        assert [f.path for f in tailer.followers.values()] == [str(log_dir / "lmod.log")]
+        # the room is there for a new file, and it is read
+        (log_dir / "lmod.log-3").write_bytes(LINE)
+        await tailer.scan()
+        await tailer.read_available(never)
+        chunk = queue.get_nowait()
+        assert chunk is not None and len(chunk.events) == 1
+    finally:
+        tailer.close()
+        await store.close()
+
+
 async def test_no_more_files_open_than_allowed_and_none_starves(tmp_path: Path) -> None:
     """With more files than may be held open, the files read to their end make room for the
     others, oldest first, until every file was read."""
