@@ -26,6 +26,7 @@ from lmod_tracker import faults, logs
 from lmod_tracker.events import Chunk, FileKey
 from lmod_tracker.files import (
     Change,
+    open_stream,
     path_text,
     read_fingerprint,
     read_tail,
@@ -86,6 +87,33 @@ class Selection:
             if stat.S_ISREG(st.st_mode):
                 found[(st.st_dev, st.st_ino)] = Seen(entry.path, st.st_mtime, st.st_size)
         return found
+
+    def set_aside_since(self, since: float) -> list[str]:
+        """Files the pattern matches but ``exclude`` leaves out (compressed copies), changed
+        after ``since`` (Unix time) and not empty: they may hold lines written after that."""
+        try:
+            entries = list(os.scandir(self.directory))
+        except OSError:
+            return []
+        found = []
+        for entry in entries:
+            if not fnmatch.fnmatchcase(entry.name, self.pattern) or self.matches(entry.name):
+                continue
+            try:
+                st = entry.stat()
+                if not stat.S_ISREG(st.st_mode) or st.st_mtime <= since:
+                    continue
+                stream, raw = open_stream(entry.path)
+                try:
+                    empty = not stream.read(1)
+                finally:
+                    stream.close()
+                    raw.close()
+            except Exception:  # unreadable or damaged: worth a look all the same
+                empty = False
+            if not empty:
+                found.append(entry.path)
+        return sorted(found)
 
 
 class Seen(NamedTuple):
@@ -202,6 +230,7 @@ class Tailer:
         closely (fingerprint, truncation, tail) after a scan and every ``poll_interval``.
         """
         await self.scan()  # the first look, and where each file starts (then READY)
+        await self._warn_set_aside()
         if once:
             await self.read_available(stop)
             return
@@ -245,6 +274,24 @@ class Tailer:
         await self._look()
         await self._resolve_pending()
         self.first_scan.set()
+
+    async def _warn_set_aside(self) -> None:
+        """At start: compressed copies written to after this instance's last commit may hold
+        lines that were compressed (or moved out of the followed names) while it was stopped,
+        before it could read them; ``ingest`` reads exactly what of them is missing."""
+        try:
+            since = await self.store.last_commit(self.instance)
+        except StoreError:
+            return
+        if since is None:
+            return
+        files = await asyncio.to_thread(self.selection.set_aside_since, since.timestamp())
+        if files:
+            shown = " ".join(path_text(f) for f in files[:5]) + (" ..." if len(files) > 5 else "")
+            log.warning("files left out of following (exclude) changed after this daemon's last"
+                        " commit and may hold lines it never read: give them to lmod-tracker"
+                        " ingest, which reads only what is missing", count=len(files),
+                        files=shown, last_commit=since.isoformat(timespec="seconds"))
 
     async def _resolve_pending(self) -> None:
         self._pending = False

@@ -143,6 +143,10 @@ class Store(Protocol):
         """Every checkpoint of ``instance``: how far each file content was committed."""
         ...
 
+    async def last_commit(self, instance: str) -> dt.datetime | None:
+        """When ``instance`` last moved a checkpoint (UTC, aware), None if it never did."""
+        ...
+
 
 def schema_text(backend: str) -> str:
     return resources.files("lmod_tracker.schema").joinpath(f"{backend}.sql").read_text()
@@ -165,6 +169,15 @@ def schema_statement(backend: str, table: str) -> str:
 
 def utc_now_text() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def utc_from_db(value: object) -> dt.datetime | None:
+    """A UTC time column as stored by :func:`utc_now_text` (text on SQLite, DATETIME on
+    MariaDB), as an aware datetime."""
+    if value is None:
+        return None
+    when = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
+    return when.replace(tzinfo=dt.UTC)
 
 
 def cut(text: str, column: str) -> str:

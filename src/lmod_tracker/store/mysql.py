@@ -42,6 +42,7 @@ from lmod_tracker.store.base import (
     rollup_rows,
     schema_statement,
     schema_statements,
+    utc_from_db,
     utc_now_text,
 )
 
@@ -459,6 +460,13 @@ class MySQLStore:
                 " WHERE instance = %s", (instance,))
             await self._rollback()
         return {FileKey(int(d), int(i), str(f)): int(o) for d, i, f, o in rows}
+
+    async def last_commit(self, instance: str) -> dt.datetime | None:
+        async with self._lock:
+            [(when,)] = await self._execute(
+                "SELECT MAX(updated_at) FROM file_checkpoint WHERE instance = %s", (instance,))
+            await self._rollback()
+        return utc_from_db(when)
 
     def prepare(self, batch: Batch) -> tuple[list[tuple[Any, ...]], set[str],
                                              list[tuple[Any, ...]]] | None:

@@ -33,6 +33,7 @@ from lmod_tracker.store.base import (
     natural_key,
     rollup_rows,
     schema_statements,
+    utc_from_db,
     utc_now_text,
 )
 
@@ -236,6 +237,14 @@ class SQLiteStore:
                 "SELECT dev, ino, fingerprint, byte_offset FROM file_checkpoint"
                 " WHERE instance = ?", (instance,)).fetchall()
             return {FileKey(int(d), int(i), str(f)): int(o) for d, i, f, o in rows}
+        return await self._run(lookup)
+
+    async def last_commit(self, instance: str) -> dt.datetime | None:
+        def lookup() -> dt.datetime | None:
+            (when,) = self._connect().execute(
+                "SELECT MAX(updated_at) FROM file_checkpoint WHERE instance = ?",
+                (instance,)).fetchone()
+            return utc_from_db(when)
         return await self._run(lookup)
 
     def prepare(self, batch: Batch) -> None:
