@@ -16,12 +16,16 @@ file) resumes from the original's checkpoint only when its bytes prove it.
 
 from __future__ import annotations
 
+import bz2
 import enum
-import gzip
 import hashlib
+import io
+import lzma
 import os
+import re
+import zlib
 from collections.abc import Callable
-from typing import BinaryIO, NamedTuple
+from typing import BinaryIO, NamedTuple, Protocol
 
 #: How many leading bytes the fingerprint covers at most (the first line, or this many bytes).
 FINGERPRINT_BYTES = 1024
@@ -145,17 +149,250 @@ def is_gzip(head: bytes) -> bool:
     return head[:2] == _GZIP_MAGIC
 
 
+# -- compressed files ----------------------------------------------------------------------
+
+#: Leading bytes that tell the compressed formats apart (bzip2's magic and block header).
+MAGIC_BYTES = 10
+#: Compressed bytes read from the file at a time.
+_RAW_BLOCK = 64 * 1024
+#: Content bytes decoded in one call at most: a decoder that finds bad data drops what that
+#: call decoded, so this bounds what is lost just before the damage.
+_OUT_BLOCK = 16 * 1024
+#: Compressed bytes given to the zstd decoder at a time: it has no output limit, and a zstd
+#: block of one repeated byte (a NUL hole, say) takes 4 bytes for 128 KiB, so this bounds one
+#: call's output to 32 MiB.
+_ZSTD_PIECE = 1024
+_BZIP2_MAGIC = re.compile(rb"BZh[1-9](?:1AY&SY|\x17rE8P\x90)")
+
+
+class _Decoder(Protocol):
+    """A streaming decoder of one compressed stream, as :class:`lzma.LZMADecompressor`."""
+
+    @property
+    def eof(self) -> bool: ...
+    @property
+    def needs_input(self) -> bool: ...
+    @property
+    def unused_data(self) -> bytes: ...
+    def decompress(self, data: bytes, max_length: int) -> bytes: ...
+
+
+class _Gzip:
+    """zlib's decoder of one gzip member, with the interface of lzma's."""
+
+    def __init__(self) -> None:
+        self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self.needs_input = True
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        out = self._z.decompress(self._z.unconsumed_tail + data, max_length)
+        self.needs_input = not self._z.unconsumed_tail and len(out) < max_length
+        return out
+
+    @property
+    def eof(self) -> bool:
+        return self._z.eof
+
+    @property
+    def unused_data(self) -> bytes:
+        return self._z.unused_data
+
+
+class _Zstd:
+    """zstandard's decoder of one frame, with the interface of lzma's."""
+
+    def __init__(self) -> None:
+        import zstandard  # only when a zstd file is read
+
+        self._error = zstandard.ZstdError
+        self._z = zstandard.ZstdDecompressor().decompressobj(read_across_frames=False)
+        self._rest = b""
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        data = self._rest + data if self._rest else data
+        self._rest = data[_ZSTD_PIECE:]
+        try:
+            return self._z.decompress(data[:_ZSTD_PIECE])
+        except self._error as exc:
+            raise ValueError(str(exc)) from None
+
+    @property
+    def eof(self) -> bool:
+        return self._z.eof
+
+    @property
+    def needs_input(self) -> bool:
+        return not self._rest
+
+    @property
+    def unused_data(self) -> bytes:
+        return self._z.unused_data + self._rest
+
+
+def _is_zstd(head: bytes) -> bool:
+    """A zstd frame, or a skippable frame (pzstd starts with one)."""
+    return head[:4] == b"\x28\xb5\x2f\xfd" or (
+        len(head) >= 4 and 0x50 <= head[0] <= 0x5F and head[1:4] == b"\x2a\x4d\x18")
+
+
+class Compression(NamedTuple):
+    """A compressed format: its name, how its streams start, a decoder of one stream."""
+
+    name: str
+    starts: Callable[[bytes], bool]
+    decoder: Callable[[], _Decoder]
+
+
+COMPRESSIONS = (
+    Compression("gzip", is_gzip, _Gzip),
+    Compression("xz", lambda head: head[:6] == b"\xfd7zXZ\x00",
+                lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ)),
+    Compression("bzip2", lambda head: _BZIP2_MAGIC.match(head) is not None,
+                bz2.BZ2Decompressor),
+    Compression("zstd", _is_zstd, _Zstd),
+)
+
+
+def compression_of(head: bytes) -> Compression | None:
+    """The format of a file starting with ``head`` (:data:`MAGIC_BYTES` of it), or None for
+    plain text."""
+    return next((c for c in COMPRESSIONS if c.starts(head)), None)
+
+
+#: What decoders raise on bad data (bz2: OSError; the zstd adapter: ValueError).
+_BAD_DATA = (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError)
+
+
+class Decompressed(io.BufferedIOBase):
+    """The content of a compressed file, read forward (seeking back reads it again).
+
+    Streams may follow each other (``cat a.gz b.gz``, pigz, pzstd); NUL padding after one is
+    skipped. Reading never raises: the content ends where the file is damaged (truncated,
+    corrupt, unreadable), after everything decoded before, and :attr:`damage` says why.
+    Bytes after the last complete stream that start no other are ignored, like ``gzip -d``
+    does, and counted in :attr:`trailing`.
+    """
+
+    def __init__(self, raw: BinaryIO, compression: Compression) -> None:
+        super().__init__()
+        self.raw = raw
+        self.compression = compression
+        self._rewind()
+
+    def _rewind(self) -> None:
+        self.raw.seek(0)
+        self._decoder = self.compression.decoder()
+        self._input = b""  # read from the file, not given to the decoder yet
+        self._output = b""  # decoded past what was asked for (zstd has no output limit) ...
+        self._taken = 0  # ... of which this much was returned since
+        self._pos = 0
+        self._done = False
+        #: why the content ends early ('' when it does not)
+        self.damage = ""
+        #: bytes ignored after the last complete stream
+        self.trailing = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def read(self, size: int | None = -1) -> bytes:
+        """``size`` bytes (all when negative), fewer only at the end of the content."""
+        parts = []
+        want = -1 if size is None or size < 0 else size
+        while want:
+            data = self._decode(_RAW_BLOCK if want < 0 else want)
+            if not data:
+                break
+            parts.append(data)
+            want = want if want < 0 else want - len(data)
+        return b"".join(parts)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """Go to ``offset`` of the content (the end when it is shorter)."""
+        if whence != io.SEEK_SET:
+            raise io.UnsupportedOperation("only absolute positions")
+        if offset < self._pos:
+            self._rewind()
+        while self._pos < offset and self._decode(min(offset - self._pos, _RAW_BLOCK)):
+            pass
+        return self._pos
+
+    def _decode(self, size: int) -> bytes:
+        """At most ``size`` more bytes of the content; b'' at its end or where it is damaged."""
+        if self._taken < len(self._output):
+            return self._take(self._output, self._taken, size)
+        name = self.compression.name
+        while not self._done:
+            decoder = self._decoder
+            if decoder.eof:
+                self._next_stream(decoder.unused_data + self._input)
+                continue
+            data = b""
+            if decoder.needs_input:
+                try:
+                    data, self._input = self._input or self.raw.read(_RAW_BLOCK), b""
+                except OSError as exc:
+                    self._stop(f"read error after byte {self._pos} of the content"
+                               f" ({exc.strerror or exc})")
+                    break
+                if not data:
+                    self._stop(f"{name} data truncated after byte {self._pos} of the content"
+                               " (no end-of-stream marker)")
+                    break
+            try:
+                out = decoder.decompress(data, min(size, _OUT_BLOCK))
+            except _BAD_DATA as exc:
+                self._stop(f"corrupt {name} data after byte {self._pos} of the content ({exc})")
+                break
+            if out:
+                return self._take(out, 0, size)
+        return b""
+
+    def _take(self, output: bytes, start: int, size: int) -> bytes:
+        """``size`` bytes of ``output`` from ``start``; the rest is kept for the next call."""
+        data = output[start:start + size] if start or len(output) > size else output
+        self._output, self._taken = output, start + len(data)
+        self._pos += len(data)
+        return data
+
+    def _next_stream(self, rest: bytes) -> None:
+        """After a complete stream: start the next one, or end the content."""
+        while len(rest := rest.lstrip(b"\0")) < MAGIC_BYTES:
+            more = self.raw.read(_RAW_BLOCK)
+            if not more:
+                break
+            rest += more
+        if rest and self.compression.starts(rest):
+            self._decoder = self.compression.decoder()
+            self._input = rest
+            return
+        if rest:
+            self.trailing = os.fstat(self.raw.fileno()).st_size - self.raw.tell() + len(rest)
+        self._done = True
+
+    def _stop(self, damage: str) -> None:
+        self.damage = damage
+        self._done = True
+
+
 def open_stream(path: str) -> tuple[BinaryIO, BinaryIO]:
     """Open a log for one-shot reading: ``(stream of lines, raw file for progress)``.
 
-    Gzip is recognised by its magic bytes, whatever the file is called.
+    Compression (:data:`COMPRESSIONS`) is recognised by its magic bytes, whatever the file is
+    called; the stream is then :class:`Decompressed`.
     """
     raw = open(path, "rb")  # noqa: SIM115 - the caller closes both
     try:
-        head = raw.read(2)
+        compression = compression_of(raw.read(MAGIC_BYTES))
         raw.seek(0)
-        if is_gzip(head):
-            return gzip.GzipFile(fileobj=raw, mode="rb"), raw  # type: ignore[return-value]
+        if compression is not None:
+            return Decompressed(raw, compression), raw  # type: ignore[return-value]
     except BaseException:
         raw.close()
         raise

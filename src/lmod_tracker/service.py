@@ -14,7 +14,6 @@ import os
 import signal
 import sys
 import time
-import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from lmod_tracker.events import Chunk, FileKey
 from lmod_tracker.files import (
     FINGERPRINT_BYTES,
     TAIL_BYTES,
+    Decompressed,
     fingerprint_of,
     open_stream,
     path_text,
@@ -487,12 +487,18 @@ class FileReport:
     rejected: int = 0
     resumed_at: int = 0
     held_back: int = 0
+    #: the file could not be read at all
     error: str = ""
+    #: why it could not be read to its end (what came before is committed)
+    damage: str = ""
+    #: something ignored that a careful reader should know of
+    note: str = ""
 
 
 async def ingest_files(settings: Settings, paths: list[Path], *, from_start: bool,
                        progress: bool, echo: Callable[[str], None]) -> int:
-    """Backfill: read each file once (plain or gzip), commit with checkpoints. Exit code."""
+    """Backfill: read each file once (plain or compressed), commit with checkpoints. Exit
+    code 1 when a file could not be read to its end (the others are read all the same)."""
     store = make_store(settings)
     try:
         await prepare(store, settings, attempts=3)
@@ -511,13 +517,11 @@ async def ingest_files(settings: Settings, paths: list[Path], *, from_start: boo
                                   from_start=from_start, progress=progress)
             except OSError as exc:
                 report.error = f"cannot read: {exc.strerror or exc}"
-            except (EOFError, ValueError, zlib.error) as exc:  # truncated or corrupt gzip
-                report.error = f"cannot read: {exc}"
             except GaveUp as exc:
                 click.echo(f"lmod-tracker: {path_text(str(path))}: database failed: {exc}",
                            err=True)
                 return EXIT_FAILURE
-            failed = failed or bool(report.error)
+            failed = failed or bool(report.error or report.damage)
             echo(_report_line(report))
     finally:
         if parsing is not None:
@@ -532,8 +536,11 @@ def _report_line(r: FileReport) -> str:
     resumed = f" (resumed at byte {r.resumed_at})" if r.resumed_at else ""
     held = (f"; unterminated last line held back ({r.held_back} bytes)" if r.held_back
             else "")
+    note = f"; {r.note}" if r.note else ""
+    damage = (f"; damaged: {r.damage}; the complete lines before it are committed" if r.damage
+              else "")
     return (f"{r.path}: {r.events} events, {r.duplicates} duplicates skipped, {r.foreign} foreign,"
-            f" {r.rejected} rejected{resumed}{held}")
+            f" {r.rejected} rejected{resumed}{held}{note}{damage}")
 
 
 async def _ingest_one(store: Store, settings: Settings, parser: Parser,
@@ -546,6 +553,7 @@ async def _ingest_one(store: Store, settings: Settings, parser: Parser,
         st = os.fstat(raw.fileno())
         head = await asyncio.to_thread(stream.read, FINGERPRINT_BYTES)
         if not head:
+            report.damage = _damage(stream)
             return
         fingerprint = fingerprint_of(head) or fingerprint_of(head + b"\n")
         assert fingerprint is not None
@@ -569,8 +577,9 @@ async def _ingest_one(store: Store, settings: Settings, parser: Parser,
             bar = stack.enter_context(click.progressbar(
                 length=st.st_size, label=path.name, file=sys.stderr))
         try:
-            report.held_back = await _feed(stream, raw, before, offset, key, str(path),
-                                           parser, parsing, settings, queue, writer_task, bar)
+            report.held_back, report.damage = await _feed(
+                stream, raw, before, offset, key, str(path), parser, parsing, settings, queue,
+                writer_task, bar)
             await queue.put(END)
             await writer_task
         finally:
@@ -580,6 +589,14 @@ async def _ingest_one(store: Store, settings: Settings, parser: Parser,
                     await writer_task
         report.events, report.duplicates = stats.events, stats.duplicates
         report.foreign, report.rejected = stats.foreign, stats.rejected
+        if isinstance(stream, Decompressed) and stream.trailing:
+            report.note = (f"{stream.trailing} bytes of trailing garbage after the"
+                           f" {stream.compression.name} data ignored")
+
+
+def _damage(stream: object) -> str:
+    """Why a stream's content ended before its file did ('' when it did not)."""
+    return stream.damage if isinstance(stream, Decompressed) else ""
 
 
 def _seek_after(stream: BinaryIO, offset: int) -> bytes:
@@ -598,9 +615,14 @@ _IN_FLIGHT = 2
 async def _feed(stream: object, raw: object, before: bytes, pos: int, key: FileKey, path: str,
                 parser: Parser, parsing: ParseProcess | None, settings: Settings,
                 queue: asyncio.Queue[Chunk | None], writer_task: asyncio.Task[None],
-                bar: object) -> int:
-    """Cut, parse and queue the rest of ``stream``; the bytes of its unterminated last line
-    left unread (the checkpoint stays before them).
+                bar: object) -> tuple[int, str]:
+    """Cut, parse and queue the rest of ``stream``: the bytes of its unterminated last line
+    left unread (the checkpoint stays before them), and why the stream ended before its end
+    ('' when it did not).
+
+    A read error or damaged compressed data ends the stream after its last complete line:
+    what was read before is queued and committed, and the line cut short is held back, not
+    given up (the file may yet be completed, by a copy or a compression still running).
 
     With a parse process, a few blocks are parsed while the next are read; chunks are queued
     in file order all the same.
@@ -608,9 +630,10 @@ async def _feed(stream: object, raw: object, before: bytes, pos: int, key: FileK
     cutter = LineCutter(parser.max_line_bytes, parser.is_ours)
     read = stream.read  # type: ignore[attr-defined]
     tell = raw.tell  # type: ignore[attr-defined]
-    # A gzip stream is finished: its unterminated last line is given up, as a reject. A plain
-    # file may still be written to: its last line waits for its newline.
+    # A compressed stream is finished: its unterminated last line is given up, as a reject.
+    # A plain file may still be written to: its last line waits for its newline.
     finished = stream is not raw
+    damage = ""
     shown = 0
     carry = b""
     pending: deque[tuple[asyncio.Future[ParsedBlock], int, int, str]] = deque()
@@ -630,10 +653,16 @@ async def _feed(stream: object, raw: object, before: bytes, pos: int, key: FileK
 
     try:
         while True:
-            block = await asyncio.to_thread(read, settings.read_block_bytes)
+            try:
+                block = await asyncio.to_thread(read, settings.read_block_bytes)
+            except OSError as exc:
+                block = b""
+                damage = f"read error after byte {pos + len(carry)} ({exc.strerror or exc})"
             data = carry + block if carry else block
             end = not block
-            cut = cutter.cut(data, pos, final=end and finished)
+            if end and not damage:
+                damage = _damage(stream)
+            cut = cutter.cut(data, pos, final=end and finished and not damage)
             carry = data[cut.consumed:]
             pos += cut.consumed
             if cut.consumed:
@@ -662,4 +691,4 @@ async def _feed(stream: object, raw: object, before: bytes, pos: int, key: FileK
             parsing_done.cancel()
     if writer_task.done():
         writer_task.result()  # raises GaveUp or the permanent error
-    return cutter.held_back
+    return cutter.held_back, damage
