@@ -84,8 +84,9 @@ class Stats:
 
 def backoff(attempt: int, initial: float, maximum: float) -> float:
     """Seconds to wait before retry number ``attempt`` (1, 2, ...): doubling from ``initial``
-    up to ``maximum``, with jitter so that many daemons do not retry in step."""
-    return min(maximum, initial * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+    up to ``maximum``, with jitter so that many daemons do not retry in step. Any number of
+    attempts (an outage of days) stays at ``maximum``."""
+    return min(maximum, initial * 2.0 ** min(attempt - 1, 64)) * random.uniform(0.5, 1.0)
 
 
 class GaveUp(Exception):
