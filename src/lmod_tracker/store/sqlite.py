@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import errno
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from lmod_tracker import faults
-from lmod_tracker.errors import StoreError, classify_sqlite
+from lmod_tracker.errors import PermanentError, StoreError, TransientError, classify_sqlite
 from lmod_tracker.events import FileKey
 from lmod_tracker.files import Checkpoint
 from lmod_tracker.store.base import (
@@ -111,6 +112,12 @@ def _immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         raise
 
 
+#: Failures to create the file's directory that may pass by themselves (the rest are settings
+#: or permissions to fix: a read-only file system, access denied, a file in the way).
+_OS_TRANSIENT = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EINTR, errno.EAGAIN,
+                           errno.ENOMEM})
+
+
 class SQLiteStore:
     """Store on a local SQLite file. Several processes may share the file (WAL, busy timeout)."""
 
@@ -135,8 +142,11 @@ class SQLiteStore:
         except (sqlite3.Error, UnicodeError, OverflowError) as exc:
             raise classify_sqlite(exc, self.describe()) from None
         except OSError as exc:  # the directory of the file cannot be created
-            raise classify_sqlite(sqlite3.OperationalError(
-                f"cannot create {self.path.parent}: {exc.strerror}"), self.describe()) from None
+            text = f"{self.describe()}: cannot create {self.path.parent}: {exc.strerror}"
+            if exc.errno in _OS_TRANSIENT:
+                raise TransientError(text) from None
+            raise PermanentError(f"{text} (check sqlite_path and the permissions of its"
+                                 " directory)") from None
         finally:
             self.call_started = None
 
@@ -227,8 +237,13 @@ class SQLiteStore:
         def probe() -> None:
             conn = self._connect()
             conn.execute("SELECT MAX(version) FROM lmod_tracker_schema").fetchone()
-            conn.execute("BEGIN IMMEDIATE")  # the file is writable and not locked for long
-            conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")  # not locked for long
+            try:
+                # A write that changes nothing: a read-only file (or one opened read-only,
+                # as SQLite does when it may not write it) refuses it; BEGIN alone does not.
+                conn.execute("DELETE FROM file_checkpoint WHERE 0")
+            finally:
+                conn.execute("ROLLBACK")
         await self._run(probe)
 
     async def committed(self, instance: str) -> dict[FileKey, int]:
