@@ -25,7 +25,9 @@ from watchdog.observers import Observer
 from lmod_tracker import faults, logs
 from lmod_tracker.events import Chunk, FileKey
 from lmod_tracker.files import (
+    MAGIC_BYTES,
     Change,
+    compression_of,
     open_stream,
     path_text,
     read_fingerprint,
@@ -104,8 +106,8 @@ class Selection:
                 if not stat.S_ISREG(st.st_mode) or st.st_mtime <= since:
                     continue
                 stream, raw = open_stream(entry.path)
-                try:
-                    empty = not stream.read(1)
+                try:  # damaged at its start reads as empty: worth a look all the same
+                    empty = not stream.read(1) and not getattr(stream, "damage", "")
                 finally:
                     stream.close()
                     raw.close()
@@ -407,7 +409,12 @@ class Tailer:
         fingerprint), and the database must say what was committed of it."""
         path, fd = follower.path, follower.fd
         try:
-            size = os.fstat(fd).st_size
+            st = os.fstat(fd)
+            size = st.st_size
+            compression = compression_of(os.pread(fd, MAGIC_BYTES, 0))
+            if compression is not None:
+                self._skip_compressed(follower, compression.name, st)
+                return
             fingerprint = read_fingerprint(fd)
             if fingerprint is None:
                 if follower.present or not self._expired(follower):
@@ -456,6 +463,17 @@ class Tailer:
             # daemon is stopped are read at the next start; a copy: its own checkpoint).
             await self.queue.put(Chunk(key, path, offset, [], [], 0, 0, time.time(),
                                        follower.tail))
+
+    def _skip_compressed(self, follower: Follower, name: str, st: os.stat_result) -> None:
+        """A compressed file under a followed name (a custom ``compressext``): its bytes are
+        not lines. Closed and parked (looked at again only if it changes), with a warning."""
+        if _repeats.allow(("compressed", follower.path)):
+            log.warning("compressed file skipped: add its name to exclude, and read it with"
+                        " lmod-tracker ingest", file=path_text(follower.path), format=name)
+        ident = (follower.dev, follower.ino)
+        follower.close()
+        del self.followers[ident]
+        self.parked[ident] = (st.st_size, st.st_mtime)
 
     def _close_incomplete(self, follower: Follower, size: int) -> None:
         """A file gone from the directory for ``rotate_wait`` without one complete line: no

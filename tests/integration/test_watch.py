@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import bz2
+import gzip
+import lzma
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from lmod_tracker.events import Chunk
 from lmod_tracker.parse import Parser
@@ -111,6 +117,36 @@ async def test_a_file_gone_without_a_complete_line_is_closed(tmp_path: Path) -> 
         await tailer.read_available(never)
         chunk = queue.get_nowait()
         assert chunk is not None and len(chunk.events) == 1
+    finally:
+        tailer.close()
+        await store.close()
+
+
+@pytest.mark.parametrize("pack", [gzip.compress, lzma.compress, bz2.compress])
+async def test_a_compressed_file_under_a_followed_name_is_skipped(
+        tmp_path: Path, pack: Callable[[bytes], bytes]) -> None:
+    """A custom compressext (lmod.log-2.gzip) escapes the exclude patterns: its bytes are not
+    lines, so it is skipped (ingest reads it), never counted as foreign lines."""
+    log_dir = tmp_path / "log"
+    log_dir.mkdir()
+    (log_dir / "lmod.log-2.packed").write_bytes(pack(LINE * 20))
+    (log_dir / "lmod.log").write_bytes(LINE)
+    store = SQLiteStore(tmp_path / "t.db")
+    await store.open()
+    await store.init_schema()
+    queue: asyncio.Queue[Chunk | None] = asyncio.Queue()
+    tailer = Tailer(Selection(log_dir, "lmod.log*", ()), store, "t", Parser(), queue,
+                    block_bytes=4096, poll_interval=3600.0, rotate_wait=0.0)
+    never = asyncio.Event()
+    try:
+        await tailer.scan()
+        await tailer.read_available(never)
+        chunks = [queue.get_nowait() for _ in range(queue.qsize())]
+        assert [c.path for c in chunks if c is not None] == [str(log_dir / "lmod.log")]
+        assert sum(c.foreign for c in chunks if c is not None) == 0
+        assert [f.path for f in tailer.followers.values()] == [str(log_dir / "lmod.log")]
+        await tailer.scan()  # unchanged: not opened again
+        assert len(tailer.followers) == 1
     finally:
         tailer.close()
         await store.close()
