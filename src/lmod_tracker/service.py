@@ -106,11 +106,12 @@ def make_parser(settings: Settings) -> Parser:
 
 
 async def prepare(store: Store, settings: Settings, *, attempts: int | None,
-                  stop: asyncio.Event | None = None) -> bool:
+                  stop: asyncio.Event | None = None, stats: Stats | None = None) -> bool:
     """Connect, create the schema if there is none, check its version.
 
     Retries transient failures (``attempts`` times, or until ``stop``); a permanent one
-    (credentials, grants, schema) is raised at once. Returns False if stopped first.
+    (credentials, grants, schema) is raised at once. Returns False if stopped first. Failures
+    are recorded in ``stats`` (the status endpoint shows them meanwhile).
     """
     attempt = 0
     while True:
@@ -130,6 +131,8 @@ async def prepare(store: Store, settings: Settings, *, attempts: int | None,
             raise
         except StoreError as exc:
             await store.reset()
+            if stats is not None:
+                stats.fail(exc)
             if attempts is not None and attempt >= attempts:
                 raise
             delay = backoff(attempt, settings.retry_initial, settings.retry_max)
@@ -177,11 +180,6 @@ async def run_daemon(settings: Settings, *, once: bool = False,
     notifier = Notifier()
     store = make_store(settings)
     log.info("starting", **settings.redacted())
-    notifier.status("waiting for the database")
-    if not await prepare(store, settings, attempts=5 if once else None, stop=stop):
-        await store.close()
-        return 0
-
     queue: asyncio.Queue[Chunk | None] = asyncio.Queue(maxsize=settings.queue_chunks)
     stats = Stats()
     # A one-shot run gives up on a database that keeps failing (and says so in its exit
@@ -209,6 +207,31 @@ async def run_daemon(settings: Settings, *, once: bool = False,
             raise ConfigError(f"status_socket {settings.status_socket}: {exc}") from None
     if not once:
         tailer.start_watching()
+    notifier.status("waiting for the database")
+    # While the database is not there yet, files are held open from first sight all the
+    # same (a file rotated and compressed meanwhile is read through its descriptor), and the
+    # status endpoint answers (degraded, with the reason).
+    holding = asyncio.create_task(tailer.hold(stop), name="hold")
+    try:
+        ready = await prepare(store, settings, attempts=5 if once else None, stop=stop,
+                              stats=stats)
+    except BaseException:
+        if server is not None:
+            await server.close()
+        tailer.close()
+        await store.close()
+        raise
+    finally:
+        holding.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await holding
+    if not ready:
+        if server is not None:
+            await server.close()
+        tailer.close()
+        await store.close()
+        return 0
+    stats.degraded = False
     tailer.parsing = await start_parsing(parser, settings.parse_process)
     tune_gc()
     live = _Live(settings)

@@ -82,11 +82,11 @@ class Monitor:
             time.monotonic() - started > self.db_timeout + _STUCK_GRACE)
 
     def current_state(self) -> str:
-        if self.state in ("starting", "stopping"):
+        if self.state == "stopping":
             return self.state
         if self.stats.degraded or self.writer_stuck():
-            return "degraded"
-        return "running"
+            return "degraded"  # also while starting: the database is not there yet
+        return self.state
 
     def files(self) -> list[dict[str, Any]]:
         out = []

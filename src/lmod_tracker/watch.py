@@ -258,6 +258,12 @@ class Tailer:
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
 
+    async def hold(self, stop: asyncio.Event) -> None:
+        """Until cancelled (the database answers) or ``stop``: open every file as it appears,
+        without reading any (where each starts is the database's to say)."""
+        await self._look()
+        await self._watch(stop)
+
     async def _watch(self, stop: asyncio.Event) -> None:
         """The watcher loop: look at the directory, open what is new, wake the reader."""
         while not stop.is_set():
