@@ -21,12 +21,21 @@ from lmod_tracker.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_PERMANENT, Perma
 from lmod_tracker.store.base import SCHEMA_VERSION, StoreError, check_version
 
 
+def _fail_line(message: str) -> None:
+    """Print the one line that says why a command failed, on stderr. Under journald it
+    carries the error priority (``<3>``), as log lines carry theirs (logs.py), so that
+    ``journalctl -p warning`` shows why the unit exited."""
+    from lmod_tracker.logs import under_journald  # only on failure: structlog is not free
+
+    click.echo(f"{'<3>' if under_journald() else ''}lmod-tracker: {message}", err=True)
+
+
 def _settings(ctx: click.Context, **overrides: Any) -> Settings:
     try:
         settings = load_settings(ctx.obj["config"], **overrides)
     except ConfigError as exc:
-        click.echo(f"lmod-tracker: configuration error: {exc}", err=True)
-        sys.exit(2)
+        _fail_line(f"configuration error: {exc}")
+        sys.exit(EXIT_CONFIG)
     from lmod_tracker import logs  # here: reports neither log nor pay for structlog's import
 
     logs.setup(ctx.obj["log_format"] or settings.log_format,
@@ -38,19 +47,21 @@ def _run(coro: Any) -> int:
     try:
         return int(asyncio.run(coro))
     except ConfigError as exc:
-        click.echo(f"lmod-tracker: configuration error: {exc}", err=True)
+        _fail_line(f"configuration error: {exc}")
         return EXIT_CONFIG
     except PermanentError as exc:
-        click.echo(f"lmod-tracker: database error: {exc}", err=True)
+        _fail_line(f"database error: {exc}")
         return EXIT_PERMANENT
     except StoreError as exc:
-        click.echo(f"lmod-tracker: database error: {exc}", err=True)
+        _fail_line(f"database error: {exc}")
         return EXIT_FAILURE
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="lmod-tracker")
-@click.option("--config", "-c", type=click.Path(dir_okay=False, path_type=Path),
+# Paths are checked where the settings are read (one line, exit 2), not by click (a usage
+# error of several lines that names --config even when LMOD_TRACKER_CONFIG gave the path).
+@click.option("--config", "-c", type=click.Path(path_type=Path),
               envvar="LMOD_TRACKER_CONFIG", help="TOML configuration file.")
 @click.option("--log-format", type=click.Choice(["auto", "logfmt", "json", "console"]),
               help="Log output format (default: console on a terminal, logfmt otherwise).")
@@ -59,16 +70,18 @@ def _run(coro: Any) -> int:
 def main(ctx: click.Context, config: Path | None, log_format: str | None,
          log_level: str | None) -> None:
     """Turn every Lmod module load in the syslog files into a row in a SQL database."""
+    if ctx.get_parameter_source("config") is click.core.ParameterSource.ENVIRONMENT:
+        config = None  # load_settings reads LMOD_TRACKER_CONFIG itself and names it in errors
     ctx.obj = {"config": config, "log_format": log_format, "log_level": log_level}
 
 
 @main.command()
-@click.option("--log-dir", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--log-dir", type=click.Path(path_type=str),
               help="Directory holding lmod.log and its rotations.")
 @click.option("--once", is_flag=True,
               help="Read what is there now, commit it and exit (instead of following).")
 @click.pass_context
-def run(ctx: click.Context, log_dir: Path | None, once: bool) -> None:
+def run(ctx: click.Context, log_dir: str | None, once: bool) -> None:
     """Follow the log directory and commit every load event (the daemon)."""
     settings = _settings(ctx, log_dir=log_dir)
     from lmod_tracker.service import run_daemon
@@ -112,31 +125,25 @@ def check_config(ctx: click.Context) -> None:
         click.echo(f"{key} = {value}")
 
     async def probe() -> int:
+        """What ``run`` checks at start, without creating anything: a failure is reported
+        (and exits) as ``run`` reports it."""
         from lmod_tracker.service import make_store
 
         store = make_store(settings)
         try:
             await store.open()
             version = await store.schema_version()
-        except PermanentError as exc:
-            click.echo(f"database: refused: {exc}")
-            return EXIT_PERMANENT
-        except StoreError as exc:
-            click.echo(f"database: unreachable: {exc}")
-            return EXIT_FAILURE
+            if version is not None:
+                check_version(version, store.describe())
+                await store.probe()  # the grants the writer needs, without writing a row
         finally:
             await store.close()
         if version is None:
             click.echo(f"database: {store.describe()} reachable, no schema yet"
                        " (run `lmod-tracker db init`)")
-        elif version != SCHEMA_VERSION:
-            try:
-                check_version(version, store.describe())
-            except PermanentError as exc:
-                click.echo(f"database: {exc}")
-            return EXIT_PERMANENT
         else:
-            click.echo(f"database: {store.describe()} reachable, schema version {version}")
+            click.echo(f"database: {store.describe()} reachable, schema version {version},"
+                       " reading and writing allowed")
         return 0
 
     sys.exit(_run(probe()))
@@ -156,7 +163,7 @@ def status(ctx: click.Context, socket_path: Path | None, as_json: bool) -> None:
     try:
         doc = fetch_status(socket_path)
     except OSError as exc:
-        click.echo(f"lmod-tracker: status socket {socket_path} unreachable: {exc}", err=True)
+        _fail_line(f"status socket {socket_path} unreachable: {exc}")
         sys.exit(2)
     click.echo(json.dumps(doc, indent=2) if as_json else render(doc))
     sys.exit(0 if doc.get("state") == "running" else 1)

@@ -21,6 +21,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -35,6 +36,17 @@ from pydantic_settings import (
 _CONFIG_FILE: ContextVar[Path | None] = ContextVar("lmod_tracker_config_file", default=None)
 _SECRET_FIELDS = frozenset({"db_pass"})
 _TAG = re.compile(r"[^\s:\[\]]+\Z")
+#: Settings that must not be empty or blank, and what to set instead. (Where empty means
+#: something it is allowed: status_socket '' disables the endpoint; cluster, cluster_from_host,
+#: retention, db_socket and status_socket_group '' are unset; exclude and no_job_tokens may
+#: be empty lists; DB_PASS '' is no password; DB_NAME and DB_USER '' are unset.)
+_NOT_BLANK = {
+    "log_dir": "set the directory rsyslog writes to, or unset it for /var/log/lmod",
+    "file_glob": "set a glob of the file names to follow, or unset it for lmod.log*",
+    "sqlite_path": "set the SQLite file, or unset it for the default",
+    "instance": "set this daemon's name, or unset it for the host name",
+    "db_host": "set the server's host name, or unset it for localhost",
+}
 
 
 class ConfigError(Exception):
@@ -89,6 +101,7 @@ class Settings(BaseSettings):
         extra="ignore",
         populate_by_name=True,
         validate_default=True,
+        allow_inf_nan=False,  # inf or nan in a period or timeout is never meant
     )
 
     # What to read
@@ -101,7 +114,9 @@ class Settings(BaseSettings):
     start_position: Literal["beginning", "end"] = Field(
         "beginning", description="where files without a checkpoint start, at the first scan")
     poll_interval: float = Field(1.0, gt=0, le=60, description="stat sweep period, seconds")
-    rotate_wait: float = Field(5.0, ge=0, description="keep a vanished file open this long")
+    rotate_wait: float = Field(5.0, ge=0, le=86400,
+                               description="keep a vanished file open this long, seconds"
+                                           " (0 to 86400)")
     syslog_tag: Annotated[list[str], NoDecode] = Field(
         ["ModuleUsageTracking"], min_length=1,
         description="the syslog program name(s) of our lines: one, or a list (a renamed tag"
@@ -131,9 +146,17 @@ class Settings(BaseSettings):
     parse_process: Literal["auto", "on", "off"] = Field(
         "auto", description="parse in a child process: auto = when this process may use two"
                             " or more CPUs")
-    retry_initial: float = Field(0.5, gt=0)
-    retry_max: float = Field(30.0, gt=0)
-    shutdown_grace: float = Field(10.0, ge=0)
+    retry_initial: float = Field(0.5, gt=0, le=3600,
+                                 description="first backoff after a failed commit, seconds"
+                                             " (up to 3600)")
+    retry_max: float = Field(30.0, gt=0, le=3600,
+                             description="longest backoff between retries, seconds (up to"
+                                         " 3600: a longer one would leave a recovered database"
+                                         " unused for that long)")
+    shutdown_grace: float = Field(10.0, ge=0, le=3600,
+                                  description="seconds to commit what is queued after SIGTERM"
+                                              " (0 to 3600; systemd's TimeoutStopSec must be"
+                                              " longer)")
 
     # Database
     backend: Literal["auto", "sqlite", "mysql"] = "auto"
@@ -144,18 +167,46 @@ class Settings(BaseSettings):
     db_pass: SecretStr = Field(SecretStr(""), validation_alias=_db("DB_PASS"))
     db_name: str | None = Field(None, validation_alias=_db("DB_NAME"))
     db_socket: str | None = Field(None, validation_alias=_db("DB_SOCKET"))
-    db_timeout: float = Field(30.0, gt=0, description="seconds for one database call")
+    db_timeout: float = Field(30.0, gt=0, le=3600,
+                              description="seconds for one database call (up to 3600)")
 
     # Operations
     status_socket: str = Field(default_factory=default_status_socket,
                                description="unix socket of the status endpoint; '' disables")
     status_socket_mode: int = Field(0o660, ge=0, le=0o777)
     status_socket_group: str | None = Field(None, description="group owning the socket")
-    summary_interval: float = Field(60.0, gt=0, description="seconds between summary lines")
+    summary_interval: float = Field(60.0, gt=0, le=86400,
+                                    description="seconds between summary lines (up to 86400)")
 
     # Logging
     log_format: Literal["auto", "logfmt", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        """A NUL byte fits in TOML ("\\u0000") but in no file name, glob or SQL text."""
+        items = value if isinstance(value, list | tuple) else [value]
+        for item in items:
+            text = item.get_secret_value() if isinstance(item, SecretStr) else item
+            if isinstance(text, str | Path) and "\0" in str(text):
+                raise ValueError("contains a NUL byte: remove it")
+        return value
+
+    @field_validator(*_NOT_BLANK, mode="before")
+    @classmethod
+    def _not_blank(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError(f"is {'empty' if not value else 'blank'}:"
+                             f" {_NOT_BLANK[str(info.field_name)]}")
+        return value
+
+    @field_validator("status_socket", mode="before")
+    @classmethod
+    def _socket_not_blank(cls, value: Any) -> Any:
+        if isinstance(value, str) and value and not value.strip():
+            raise ValueError("is blank: set '' to disable the status endpoint, or a socket path")
+        return value
 
     @field_validator("exclude", "syslog_tag", "no_job_tokens", mode="before")
     @classmethod
@@ -180,7 +231,8 @@ class Settings(BaseSettings):
                                  " ']')")
         return value
 
-    @field_validator("cluster", "cluster_from_host", "retention", mode="before")
+    @field_validator("cluster", "cluster_from_host", "retention", "db_socket",
+                     "status_socket_group", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -277,11 +329,16 @@ class Settings(BaseSettings):
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
-    """Read the settings; raise ConfigError with one line that says what to fix."""
+    """Read the settings; raise ConfigError with one line that says what to fix.
+
+    Without ``config_file``, the file named by ``LMOD_TRACKER_CONFIG`` (if any) is read.
+    """
+    where = None
     if config_file is None and os.environ.get("LMOD_TRACKER_CONFIG"):
         config_file = Path(os.environ["LMOD_TRACKER_CONFIG"])
+        where = "LMOD_TRACKER_CONFIG"
     if config_file is not None:
-        _check_toml(config_file)
+        _check_toml(config_file, where)
     token = _CONFIG_FILE.set(config_file)
     env_files = _readable_env_files()
     try:
@@ -311,21 +368,25 @@ def _readable_env_files() -> tuple[Path, ...]:
     return tuple(found)
 
 
-def _check_toml(path: Path) -> None:
+def _check_toml(path: Path, where: str | None = None) -> None:
+    """Read the TOML file; ``where`` names the variable that gave its name, if one did."""
+    name = f"{path} ({where})" if where else str(path)
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
+    except IsADirectoryError:
+        raise ConfigError(f"config file {name} is a directory: name a TOML file") from None
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read config file {name}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        raise ConfigError(f"config file {name} is not valid TOML: {exc}") from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"config file {path} is not UTF-8 (byte {exc.start}): save it as"
+        raise ConfigError(f"config file {name} is not UTF-8 (byte {exc.start}): save it as"
                           " UTF-8") from None
     known = set(Settings.model_fields)
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ConfigError(f"config file {path}: unknown setting {unknown[0]!r}"
+        raise ConfigError(f"config file {name}: unknown setting {unknown[0]!r}"
                           f" (known: {', '.join(sorted(known))})")
 
 

@@ -115,7 +115,10 @@ def test_check_config_redacts_password_and_reports_database(tmp_path: Path) -> N
     proc = cli(env, "check-config", check=False)
     assert proc.returncode == 1
     assert "db_pass = ***" in proc.stdout
-    assert "database: unreachable" in proc.stdout
+    # the failure goes to stderr, in one line, as `run` reports it; stdout holds the settings
+    assert proc.stderr.startswith("lmod-tracker: database error: mysql://nobody@127.0.0.1:1/")
+    assert proc.stderr.count("\n") == 1
+    assert not any(line.startswith("database") for line in proc.stdout.splitlines())
     assert SECRET not in proc.stdout + proc.stderr
 
 
