@@ -22,12 +22,9 @@ from lmod_tracker.store.base import SCHEMA_VERSION, StoreError, check_version
 
 
 def _fail_line(message: str) -> None:
-    """Print the one line that says why a command failed, on stderr. Under journald it
-    carries the error priority (``<3>``), as log lines carry theirs (logs.py), so that
-    ``journalctl -p warning`` shows why the unit exited."""
-    from lmod_tracker.logs import under_journald  # only on failure: structlog is not free
+    from lmod_tracker.logs import fail_line  # only on failure: structlog is not free
 
-    click.echo(f"{'<3>' if under_journald() else ''}lmod-tracker: {message}", err=True)
+    fail_line(message)
 
 
 def _settings(ctx: click.Context, **overrides: Any) -> Settings:
@@ -97,7 +94,7 @@ def run(ctx: click.Context, log_dir: str | None, once: bool) -> None:
 
 @main.command()
 @click.argument("files", nargs=-1, required=True,
-                type=click.Path(dir_okay=False, path_type=Path))
+                type=click.Path(path_type=Path))
 @click.option("--from-start", is_flag=True,
               help="Ignore checkpoints and read every file from its first byte"
                    " (rows already stored are still skipped).")

@@ -12,9 +12,17 @@ import sys
 import time
 from typing import Any
 
+import click
 import structlog
 
 _PRIORITY = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2, "exception": 3}
+
+
+def fail_line(message: str) -> None:
+    """Print the one line that says why a command failed, on stderr. Under journald it
+    carries the error priority (``<3>``), as log lines carry theirs, so that
+    ``journalctl -p err`` shows why the unit exited."""
+    click.echo(f"{'<3>' if under_journald() else ''}lmod-tracker: {message}", err=True)
 
 
 def under_journald() -> bool:

@@ -281,8 +281,8 @@ async def run_daemon(settings: Settings, *, once: bool = False,
         return EXIT_OK  # whatever was not committed is read again at the next start
     code, failure = _once_failure(stats, tailer, drained, stop.is_set())
     if failure:
-        click.echo(f"lmod-tracker: {failure}; committed: {stats.events} events into"
-                   f" {store.describe()}", err=True)
+        logs.fail_line(f"{failure}; committed: {stats.events} events into"
+                       f" {store.describe()}")
     elif echo is not None:
         echo(f"{stats.events} events committed ({stats.duplicates} duplicates skipped,"
              f" {stats.foreign} foreign, {stats.rejected} rejected lines) into"
@@ -541,8 +541,7 @@ async def ingest_files(settings: Settings, paths: list[Path], *, from_start: boo
             except OSError as exc:
                 report.error = f"cannot read: {exc.strerror or exc}"
             except GaveUp as exc:
-                click.echo(f"lmod-tracker: {path_text(str(path))}: database failed: {exc}",
-                           err=True)
+                logs.fail_line(f"{path_text(str(path))}: database failed: {exc}")
                 return EXIT_FAILURE
             failed = failed or bool(report.error or report.damage)
             echo(_report_line(report))

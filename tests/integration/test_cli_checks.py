@@ -129,6 +129,12 @@ def test_fatal_lines_have_the_error_priority_under_journald(sqlite_db: DbHandle,
     code, lines = _under_journald(sqlite_db.env, "check-config", tmp_path=tmp_path)
     assert code == 3 and lines == [lines[-1]] and lines[-1].startswith(f"<3>{DB_ERROR}")
 
+    # a report's refusal as well
+    path.unlink()
+    code, lines = _under_journald(sqlite_db.env, "report", "top", "--since", "nonsense",
+                                  tmp_path=tmp_path)
+    assert code == 2 and lines[-1].startswith("<3>lmod-tracker: "), lines
+
 
 def test_no_priority_prefix_when_stderr_is_not_the_journal(tmp_path: Path) -> None:
     env = {"JOURNAL_STREAM": "1:1", "LMOD_TRACKER_BATCH_SIZE": "0", "HOME": str(tmp_path)}
@@ -181,3 +187,16 @@ def test_nul_byte_in_the_config_file_ends_in_one_line(sqlite_db: DbHandle,
                    check=False, timeout=60)
         line = _fatal_line(proc, 2, CONFIG_ERROR)
         assert setting in line and "NUL byte" in line, line
+
+
+def test_ingest_of_a_directory_is_one_failed_file_among_others(sqlite_db: DbHandle,
+                                                               tmp_path: Path) -> None:
+    """A directory given to ingest was a click usage error that read no file at all."""
+    good = tmp_path / "lmod.log-1"
+    good.write_text("Apr 27 03:22:57 n1 ModuleUsageTracking: user=u module=m/1 host=h"
+                    " time=1.5\n")
+    (tmp_path / "adir").mkdir()
+    proc = cli(sqlite_db.env, "ingest", str(tmp_path / "adir"), str(good), check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert "Is a directory" in proc.stdout and "1 events" in proc.stdout
+    assert sqlite_db.scalar("SELECT COUNT(*) FROM module_usage") == 1

@@ -16,6 +16,7 @@ import click
 
 from lmod_tracker.config import ConfigError, load_settings
 from lmod_tracker.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_PERMANENT, PermanentError
+from lmod_tracker.logs import fail_line
 from lmod_tracker.reports import queries
 from lmod_tracker.reports.db import Reader, open_reader
 from lmod_tracker.reports.render import to_csv, to_json, to_text, zone
@@ -48,7 +49,7 @@ def _common(fn: F) -> F:
 
 
 def _fail(message: str, code: int) -> None:
-    click.echo(f"lmod-tracker: {message}", err=True)
+    fail_line(message)
     sys.exit(code)
 
 
