@@ -200,3 +200,24 @@ def test_ingest_of_a_directory_is_one_failed_file_among_others(sqlite_db: DbHand
     assert proc.returncode == 1, proc.stderr
     assert "Is a directory" in proc.stdout and "1 events" in proc.stdout
     assert sqlite_db.scalar("SELECT COUNT(*) FROM module_usage") == 1
+
+
+def test_a_password_beyond_latin1_logs_in_and_is_never_shown(mysql_db: DbHandle,
+                                                             tmp_path: Path) -> None:
+    """The driver encoded a str password as Latin-1: 'grüß' was refused as a wrong password
+    and '€' raised an encoding error (retried for ever) that showed a character of it."""
+    cli(mysql_db.env, "db", "init")
+    password = "grüß€ 'x' %s @ Ω 1234"
+    with MysqlAccount(mysql_db.server, password=password) as account:
+        account.grant("SELECT, INSERT, UPDATE, DELETE", mysql_db.name)
+        env = account.env(mysql_db.name)
+        check = cli(env, "check-config", timeout=60)
+        run = cli(env, "run", "--once", "--log-dir", str(_log_dir(tmp_path)), timeout=60)
+        report = cli(env, "report", "top", timeout=60)
+        wrong = cli(account.env(mysql_db.name, password=password[:-1] + "5"), "check-config",
+                    check=False, timeout=60)
+    assert "reading and writing allowed" in check.stdout
+    assert wrong.returncode == 3
+    for proc in (check, run, report, wrong):
+        for text in (proc.stdout, proc.stderr):
+            assert "€" not in text and "grü" not in text and "1234" not in text

@@ -14,6 +14,7 @@ from typing import Any
 
 from lmod_tracker.config import Settings
 from lmod_tracker.errors import StoreError, classify_mysql, classify_sqlite
+from lmod_tracker.store.base import driver_password
 
 _MYSQL_SESSION = (
     "SET SESSION time_zone = '+00:00'",
@@ -139,7 +140,8 @@ class MySQLReader(Reader):
 
             p = self._params
             kwargs: dict[str, Any] = {
-                "user": p["user"], "password": p["password"], "database": p["database"],
+                "user": p["user"], "password": driver_password(p["password"]),
+                "database": p["database"],
                 "autocommit": True, "charset": "utf8mb4", "connect_timeout": self.timeout}
             if p["unix_socket"]:
                 kwargs["unix_socket"] = p["unix_socket"]

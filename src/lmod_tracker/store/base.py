@@ -167,6 +167,13 @@ def schema_statement(backend: str, table: str) -> str:
     raise KeyError(table)
 
 
+def driver_password(password: str) -> bytes:
+    """The password as the server expects it: asyncmy encodes a str password as Latin-1,
+    the server (and the mariadb client) use UTF-8; undecodable bytes of the setting
+    (surrogateescape) are passed as given."""
+    return password.encode("utf-8", "surrogateescape")
+
+
 def utc_now_text() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 

@@ -33,6 +33,7 @@ from lmod_tracker.store.base import (
     cut,
     db_path,
     dimension_values,
+    driver_password,
     fact_rows,
     foreign_schema_error,
     month_bounds,
@@ -223,7 +224,8 @@ class MySQLStore:
         if self._conn is None:
             p = self._params
             conn = await self._call(asyncmy.connect(
-                host=p["host"], port=p["port"], user=p["user"], password=p["password"],
+                host=p["host"], port=p["port"], user=p["user"],
+                password=driver_password(p["password"]),
                 database=p["database"], unix_socket=p["unix_socket"], autocommit=False,
                 connect_timeout=min(self.timeout, 10),
                 # A statement cache makes executemany one binary bulk execute on MariaDB: about
