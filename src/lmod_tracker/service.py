@@ -165,11 +165,17 @@ async def run_daemon(settings: Settings, *, once: bool = False,
                      stop: asyncio.Event | None = None) -> int:
     """The daemon: follow ``log_dir`` and commit every load event until SIGTERM/SIGINT
     (or until ``stop`` is set, for callers that embed it)."""
+    missing = False
     try:
         entries = os.scandir(settings.log_dir)
         entries.close()
+    except FileNotFoundError:
+        if once:
+            raise ConfigError(f"log_dir {settings.log_dir} does not exist"
+                              " (set LMOD_TRACKER_LOG_DIR or --log-dir)") from None
+        missing = True  # rsyslog makes it with the first message (a tmpfs /var/log, a cleanup)
     except OSError as exc:
-        problem = ("is not a directory" if isinstance(exc, FileNotFoundError | NotADirectoryError)
+        problem = ("is not a directory" if isinstance(exc, NotADirectoryError)
                    else f"cannot be read: {exc.strerror}")
         raise ConfigError(f"log_dir {settings.log_dir} {problem}"
                           " (set LMOD_TRACKER_LOG_DIR or --log-dir)") from None
@@ -180,6 +186,9 @@ async def run_daemon(settings: Settings, *, once: bool = False,
     notifier = Notifier()
     store = make_store(settings)
     log.info("starting", **settings.redacted())
+    if missing:
+        log.warning("log_dir does not exist yet; following it from when it appears",
+                    dir=str(settings.log_dir))
     queue: asyncio.Queue[Chunk | None] = asyncio.Queue(maxsize=settings.queue_chunks)
     stats = Stats()
     # A one-shot run gives up on a database that keeps failing (and says so in its exit

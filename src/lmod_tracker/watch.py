@@ -134,6 +134,12 @@ class _Wake(FileSystemEventHandler):
         self.tailer = tailer
 
     def on_any_event(self, event: FileSystemEvent) -> None:
+        if (event.is_directory and event.event_type in ("deleted", "moved")
+                and os.fsdecode(event.src_path) == str(self.tailer.selection.directory)):
+            # The watched directory itself is gone (inotify watches end with it): the next
+            # scan watches the one that takes its place.
+            self.loop.call_soon_threadsafe(self.tailer.lost_watch)
+            return
         for p in (event.src_path, getattr(event, "dest_path", "")):
             name = os.path.basename(os.fsdecode(p)) if p else ""
             if name and self.tailer.selection.matches(name):
@@ -191,26 +197,53 @@ class Tailer:
         self.first_scan = asyncio.Event()
         self.scans = 0
         self._observer: Any = None
+        self._watching = False
+        #: (device, inode) of the directory the observer watches, None when it watches none
+        self._watched: tuple[int, int] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def start_watching(self) -> None:
-        """Start watchdog on the directory (falls back to the stat sweep alone on failure)."""
+        """Start watchdog on the directory (falls back to the stat sweep alone on failure).
+        The directory may not exist yet, or be removed and made again: each scan that finds
+        another directory than the one watched starts watching it (:meth:`_rewatch`)."""
+        self._watching = True
+        self._rewatch()
+
+    def _rewatch(self) -> None:
+        try:
+            st = os.stat(self.selection.directory)
+        except OSError:
+            return  # not there (yet): the stat sweep looks again
+        if (st.st_dev, st.st_ino) == self._watched:
+            return
+        self._stop_observer()
         try:
             observer = Observer()
             observer.schedule(_Wake(asyncio.get_running_loop(), self),
                               str(self.selection.directory), recursive=False)
             observer.start()
             self._observer = observer
+            self._watched = (st.st_dev, st.st_ino)
         except Exception as exc:
-            log.warning("directory events unavailable, polling only", error=str(exc),
-                        poll_interval=self.poll_interval)
+            if _repeats.allow(("watch", self.selection.directory)):
+                log.warning("directory events unavailable, polling only", error=str(exc),
+                            poll_interval=self.poll_interval)
 
-    def close(self) -> None:
+    def lost_watch(self) -> None:
+        """The watched directory was removed or renamed (from the observer, via the loop)."""
+        self._watched = None
+        self.notify(True)
+
+    def _stop_observer(self) -> None:
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(timeout=5)
             self._observer = None
+        self._watched = None
+
+    def close(self) -> None:
+        self._stop_observer()
         for f in self.followers.values():
             f.close()
         self.followers.clear()
@@ -321,6 +354,8 @@ class Tailer:
         if seen is None:  # the directory could not be listed: conclude nothing
             self._pending = True
             return
+        if self._watching:
+            self._rewatch()
         new = []
         for ident, entry in seen.items():
             follower = self.followers.get(ident)

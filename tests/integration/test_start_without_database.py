@@ -1,10 +1,12 @@
-"""The daemon started while the database is down: it answers on its status socket and holds
-every file from first sight, as it does when the database goes away later."""
+"""The daemon started before what it needs is there: the database (it answers on its status
+socket and holds every file from first sight, as it does when the database goes away later)
+or the log directory (rsyslog makes it with the first message)."""
 
 from __future__ import annotations
 
 import gzip
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -56,3 +58,28 @@ def test_start_while_the_database_is_down(mysql_db: DbHandle, mysql_server: dict
             assert daemon.stop() == 0
     finally:
         proxy.close()
+
+
+def test_start_before_the_log_directory_exists(sqlite_db: DbHandle, tmp_path: Path) -> None:
+    """A tmpfs /var/log after a reboot: the daemon waits for the directory instead of exiting
+    2 (which systemd would not restart), then follows it, also once it is made again."""
+    log_dir = tmp_path / "log"
+    with Daemon(sqlite_db.env, log_dir, tmp_path / "daemon.log") as daemon:
+        wait_until(lambda: "log_dir does not exist yet" in daemon.log_text(), 30,
+                   "the warning", on_timeout=daemon.log_text)
+        wait_until(lambda: cli(daemon.env, "status", check=False).returncode == 0, 30,
+                   "status: running")
+        log_dir.mkdir()
+        expected = write_log(log_dir / "lmod.log", 300, seed=43)
+        sqlite_db.wait_scalar("SELECT COUNT(*) FROM module_usage", expected=expected.valid,
+                              timeout=30)
+        # removed and made again (a cleanup): the new directory is followed too
+        shutil.rmtree(log_dir)
+        time.sleep(1.0)
+        log_dir.mkdir()
+        expected += write_log(log_dir / "lmod.log", 200,
+                              factory=LineFactory(seed=44, start_epoch=1_800_000_000))
+        sqlite_db.wait_scalar("SELECT COUNT(*) FROM module_usage", expected=expected.valid,
+                              timeout=30)
+        assert daemon.alive()
+        assert daemon.stop() == 0

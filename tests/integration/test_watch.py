@@ -185,3 +185,34 @@ async def test_no_more_files_open_than_allowed_and_none_starves(tmp_path: Path) 
         await asyncio.wait_for(writing, 10)
         tailer.close()
         await store.close()
+
+
+async def test_directory_made_again_is_watched_again(tmp_path: Path) -> None:
+    """inotify watches an inode: after the directory is removed and made again, file events
+    come only if the watcher starts watching the new one (else polling alone finds lines)."""
+    log_dir = tmp_path / "log"
+    store = SQLiteStore(tmp_path / "t.db")
+    await store.open()
+    await store.init_schema()
+    queue: asyncio.Queue[Chunk | None] = asyncio.Queue()
+    tailer = Tailer(Selection(log_dir, "lmod.log*", ()), store, "t", Parser(), queue,
+                    block_bytes=4096, poll_interval=3600.0, rotate_wait=0.0)
+    try:
+        tailer.start_watching()  # not there yet: nothing watched, nothing failed
+        assert tailer._watched is None
+        log_dir.mkdir()
+        await tailer._look()
+        first = tailer._watched
+        assert first is not None
+        log_dir.rmdir()
+        await asyncio.wait_for(tailer._scan_due.wait(), 5)  # the observer saw it go
+        assert tailer._watched is None
+        log_dir.mkdir()  # often with the same inode number
+        await tailer._look()
+        assert tailer._watched is not None
+        tailer.wake.clear()
+        (log_dir / "lmod.log").write_bytes(LINE)  # an event from the new directory
+        await asyncio.wait_for(tailer.wake.wait(), 5)
+    finally:
+        tailer.close()
+        await store.close()

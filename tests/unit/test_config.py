@@ -102,11 +102,13 @@ def test_cli_config_error_exits_2_with_one_line(tmp_path: Path) -> None:
     assert proc.stderr.startswith("lmod-tracker: configuration error: invalid setting batch_size")
 
 
-def test_cli_run_missing_log_dir(tmp_path: Path) -> None:
+def test_cli_run_once_missing_log_dir(tmp_path: Path) -> None:
+    """``run --once`` has nothing to wait for: a missing directory is a setting to fix (the
+    daemon waits for it: tests/integration/test_start_without_database.py)."""
     proc = cli({"HOME": str(tmp_path), "LMOD_TRACKER_SQLITE_PATH": str(tmp_path / "x.db")},
-               "run", "--log-dir", str(tmp_path / "nope"), check=False)
+               "run", "--once", "--log-dir", str(tmp_path / "nope"), check=False)
     assert proc.returncode == 2
-    assert "log_dir" in proc.stderr and "is not a directory" in proc.stderr
+    assert "log_dir" in proc.stderr and "does not exist" in proc.stderr
 
 
 def test_check_config_redacts_password_and_reports_database(tmp_path: Path) -> None:
