@@ -103,7 +103,7 @@ def run(ctx: click.Context, log_dir: str | None, once: bool) -> None:
 @click.pass_context
 def ingest(ctx: click.Context, files: tuple[Path, ...], from_start: bool,
            progress: bool | None) -> None:
-    """Backfill: read FILES (plain or gzip) once and commit their load events."""
+    """Backfill: read FILES (plain, gzip, xz, bzip2 or zstd) once and commit their load events."""
     settings = _settings(ctx)
     from lmod_tracker.service import ingest_files
 

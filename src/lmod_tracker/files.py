@@ -103,7 +103,7 @@ def read_tail(fd: int, offset: int) -> str:
 
 
 def stream_tail(stream: BinaryIO, offset: int) -> str:
-    """The tail hash of ``offset`` in a seekable stream (plain or gzip); leaves the stream at
+    """The tail hash of ``offset`` in a seekable stream (plain or compressed); leaves the stream at
     ``offset`` when it is that long."""
     if offset <= 0:
         stream.seek(0)
