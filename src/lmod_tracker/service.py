@@ -417,9 +417,9 @@ async def _prune(store: Store, settings: Settings) -> None:
 async def _build_months(store: Store) -> None:
     """Build the monthly rollup of months that ended (one short transaction each)."""
     try:
-        await months.build_months(
-            store, done=lambda month, rows: log.info("monthly rollup built", month=month[:7],
-                                                     rows=rows))
+        await months.build_months(  # months without a load are built quietly
+            store, done=lambda month, rows: (log.info if rows else log.debug)(
+                "monthly rollup built", month=month[:7], rows=rows))
     except StoreError as exc:
         log.warning("monthly rollup: building failed, will try again in an hour",
                     error=str(exc))

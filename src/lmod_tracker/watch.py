@@ -492,9 +492,9 @@ class Tailer:
             origin = "checkpoint" if proven.exact else "checkpoint of a copy"
         else:
             origin = "end" if offset else "beginning"
+        unproven = sum(1 for c in candidates if c is not proven)
         log.info("following file", file=path_text(path), inode=follower.ino, offset=offset,
-                 size=size, start=origin,
-                 unproven=sum(1 for c in candidates if c is not proven) or None)
+                 size=size, start=origin, **({"unproven": unproven} if unproven else {}))
         if proven is not None and proven.exact:
             # What the database says was committed, so that status shows no lag for a file
             # read to its end before a restart.
