@@ -6,8 +6,9 @@ import asyncio
 import bz2
 import gzip
 import lzma
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,20 +21,33 @@ from lmod_tracker.watch import Selection, Tailer
 LINE = b"Apr 27 03:22:57 n1 ModuleUsageTracking: user=u module=m/1 host=h time=1.5\n"
 
 
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    """The SQLite store the watcher looks checkpoints up in."""
+    opened = SQLiteStore(tmp_path / "t.db")
+    await opened.open()
+    await opened.init_schema()
+    yield opened
+    await opened.close()
+
+
+def tailer_for(log_dir: Path, store: SQLiteStore, queue: asyncio.Queue[Chunk | None], *,
+               exclude: tuple[str, ...] = (), **kw: Any) -> Tailer:
+    """A watcher of ``lmod.log*`` in ``log_dir`` that polls only when told to."""
+    return Tailer(Selection(log_dir, "lmod.log*", exclude), store, "t", Parser(), queue,
+                  block_bytes=4096, poll_interval=3600.0, **kw)
+
+
 async def test_new_file_is_followed_as_soon_as_its_first_line_is_complete(
-        tmp_path: Path) -> None:
+        store: SQLiteStore, tmp_path: Path) -> None:
     """A file seen empty is looked at again on the next growth, not only at the next poll:
     it may be renamed out of the followed names before that."""
     log_dir = tmp_path / "log"
     log_dir.mkdir()
     log = log_dir / "lmod.log"
     log.write_bytes(b"")
-    store = SQLiteStore(tmp_path / "t.db")
-    await store.open()
-    await store.init_schema()
     queue: asyncio.Queue[Chunk | None] = asyncio.Queue(maxsize=8)
-    tailer = Tailer(Selection(log_dir, "lmod.log*", ()), store, "t", Parser(), queue,
-                    block_bytes=4096, poll_interval=3600.0, rotate_wait=1.0)
+    tailer = tailer_for(log_dir, store, queue, rotate_wait=1.0)
     stop = asyncio.Event()
     task = asyncio.create_task(tailer.run(stop))
     try:
@@ -52,23 +66,18 @@ async def test_new_file_is_followed_as_soon_as_its_first_line_is_complete(
         tailer.wake.set()
         await asyncio.wait_for(task, 5)
         tailer.close()
-        await store.close()
 
 
 async def test_a_file_is_held_from_first_sight_and_read_after_it_is_gone(
-        tmp_path: Path) -> None:
+        store: SQLiteStore, tmp_path: Path) -> None:
     """A file first seen with an incomplete first line, then completed, renamed away and
     deleted before the next look, is still read: the descriptor was kept from the first scan."""
     log_dir = tmp_path / "log"
     log_dir.mkdir()
     log = log_dir / "lmod.log"
     log.write_bytes(LINE[:20])
-    store = SQLiteStore(tmp_path / "t.db")
-    await store.open()
-    await store.init_schema()
     queue: asyncio.Queue[Chunk | None] = asyncio.Queue(maxsize=8)
-    tailer = Tailer(Selection(log_dir, "lmod.log*", ("*.gz",)), store, "t", Parser(), queue,
-                    block_bytes=4096, poll_interval=3600.0, rotate_wait=0.0)
+    tailer = tailer_for(log_dir, store, queue, exclude=("*.gz",), rotate_wait=0.0)
     never = asyncio.Event()
     try:
         await tailer.scan()
@@ -82,10 +91,10 @@ async def test_a_file_is_held_from_first_sight_and_read_after_it_is_gone(
         assert chunk is not None and len(chunk.events) == 2
     finally:
         tailer.close()
-        await store.close()
 
 
-async def test_a_file_gone_without_a_complete_line_is_closed(tmp_path: Path) -> None:
+async def test_a_file_gone_without_a_complete_line_is_closed(
+        store: SQLiteStore, tmp_path: Path) -> None:
     """Quiet rotations leave empty files (logrotate's default ifempty); one that leaves the
     directory, or one with only part of a line, is closed after rotate_wait instead of being
     held for good (each would keep a descriptor and, at max_open, stop new files)."""
@@ -94,12 +103,8 @@ async def test_a_file_gone_without_a_complete_line_is_closed(tmp_path: Path) -> 
     (log_dir / "lmod.log-1").write_bytes(b"")
     (log_dir / "lmod.log-2").write_bytes(LINE[:20])
     (log_dir / "lmod.log").write_bytes(b"")
-    store = SQLiteStore(tmp_path / "t.db")
-    await store.open()
-    await store.init_schema()
     queue: asyncio.Queue[Chunk | None] = asyncio.Queue(maxsize=8)
-    tailer = Tailer(Selection(log_dir, "lmod.log*", ()), store, "t", Parser(), queue,
-                    block_bytes=4096, poll_interval=3600.0, rotate_wait=0.3, max_open=3)
+    tailer = tailer_for(log_dir, store, queue, rotate_wait=0.3, max_open=3)
     never = asyncio.Event()
     try:
         await tailer.scan()
@@ -119,24 +124,19 @@ async def test_a_file_gone_without_a_complete_line_is_closed(tmp_path: Path) -> 
         assert chunk is not None and len(chunk.events) == 1
     finally:
         tailer.close()
-        await store.close()
 
 
 @pytest.mark.parametrize("pack", [gzip.compress, lzma.compress, bz2.compress])
 async def test_a_compressed_file_under_a_followed_name_is_skipped(
-        tmp_path: Path, pack: Callable[[bytes], bytes]) -> None:
+        store: SQLiteStore, tmp_path: Path, pack: Callable[[bytes], bytes]) -> None:
     """A custom compressext (lmod.log-2.gzip) escapes the exclude patterns: its bytes are not
     lines, so it is skipped (ingest reads it), never counted as foreign lines."""
     log_dir = tmp_path / "log"
     log_dir.mkdir()
     (log_dir / "lmod.log-2.packed").write_bytes(pack(LINE * 20))
     (log_dir / "lmod.log").write_bytes(LINE)
-    store = SQLiteStore(tmp_path / "t.db")
-    await store.open()
-    await store.init_schema()
     queue: asyncio.Queue[Chunk | None] = asyncio.Queue()
-    tailer = Tailer(Selection(log_dir, "lmod.log*", ()), store, "t", Parser(), queue,
-                    block_bytes=4096, poll_interval=3600.0, rotate_wait=0.0)
+    tailer = tailer_for(log_dir, store, queue, rotate_wait=0.0)
     never = asyncio.Event()
     try:
         await tailer.scan()
@@ -149,10 +149,10 @@ async def test_a_compressed_file_under_a_followed_name_is_skipped(
         assert len(tailer.followers) == 1
     finally:
         tailer.close()
-        await store.close()
 
 
-async def test_no_more_files_open_than_allowed_and_none_starves(tmp_path: Path) -> None:
+async def test_no_more_files_open_than_allowed_and_none_starves(
+        store: SQLiteStore, tmp_path: Path) -> None:
     """With more files than may be held open, the files read to their end make room for the
     others, oldest first, until every file was read."""
     log_dir = tmp_path / "log"
@@ -160,13 +160,9 @@ async def test_no_more_files_open_than_allowed_and_none_starves(tmp_path: Path) 
     for i in range(12):
         (log_dir / f"lmod.log-{i:02d}").write_bytes(b"".join(
             LINE.replace(b"time=1.5", b"time=%d.%06d" % (i + 1, j)) for j in range(i + 1)))
-    store = SQLiteStore(tmp_path / "t.db")
-    await store.open()
-    await store.init_schema()
     queue: asyncio.Queue[Chunk | None] = asyncio.Queue()
     stats = Stats()
-    tailer = Tailer(Selection(log_dir, "lmod.log*", ()), store, "t", Parser(), queue,
-                    block_bytes=4096, poll_interval=3600.0, rotate_wait=0.0, stats=stats,
+    tailer = tailer_for(log_dir, store, queue, rotate_wait=0.0, stats=stats,
                     max_open=4)
     writer = Writer(store, "t", queue, batch_size=100, batch_timeout=0.01, stats=stats)
     writing = asyncio.create_task(writer.run())
@@ -184,19 +180,15 @@ async def test_no_more_files_open_than_allowed_and_none_starves(tmp_path: Path) 
         await queue.put(None)
         await asyncio.wait_for(writing, 10)
         tailer.close()
-        await store.close()
 
 
-async def test_directory_made_again_is_watched_again(tmp_path: Path) -> None:
+async def test_directory_made_again_is_watched_again(
+        store: SQLiteStore, tmp_path: Path) -> None:
     """inotify watches an inode: after the directory is removed and made again, file events
     come only if the watcher starts watching the new one (else polling alone finds lines)."""
     log_dir = tmp_path / "log"
-    store = SQLiteStore(tmp_path / "t.db")
-    await store.open()
-    await store.init_schema()
     queue: asyncio.Queue[Chunk | None] = asyncio.Queue()
-    tailer = Tailer(Selection(log_dir, "lmod.log*", ()), store, "t", Parser(), queue,
-                    block_bytes=4096, poll_interval=3600.0, rotate_wait=0.0)
+    tailer = tailer_for(log_dir, store, queue, rotate_wait=0.0)
     try:
         tailer.start_watching()  # not there yet: nothing watched, nothing failed
         assert tailer._watched is None
@@ -215,4 +207,3 @@ async def test_directory_made_again_is_watched_again(tmp_path: Path) -> None:
         await asyncio.wait_for(tailer.wake.wait(), 5)
     finally:
         tailer.close()
-        await store.close()
