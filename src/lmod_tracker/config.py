@@ -131,7 +131,7 @@ class Settings(BaseSettings):
         None, description="derive the cluster of such lines from host=: 'second-label'"
                           " (Lmod's default syshost) or a regular expression with one group")
     no_job_tokens: Annotated[list[str], NoDecode] = Field(
-        ["nil", "none", "null", "interactive", ""],
+        ["nil", "none", "null", "interactive", "na", "n/a", "-", ""],
         description="jobid= values that mean 'not in a job' (without case), stored as NULL")
     retention: str | None = Field(
         None, description="delete load rows older than this (13mo, 400d, 52w, 2y; the daily"

@@ -137,7 +137,7 @@ _new = tuple.__new__
 #: 9999-12-31 23:59:59 UTC, the last second a DATETIME column can hold.
 _MAX_EPOCH = 253402300799
 #: ``jobid=`` values that mean "not in a job" (compared without case), stored as NULL.
-NO_JOB_TOKENS: tuple[str, ...] = ("", "nil", "none", "null", "interactive")
+NO_JOB_TOKENS: tuple[str, ...] = ("nil", "none", "null", "interactive", "na", "n/a", "-", "")
 #: ``userload=`` values (compared without case): 1 the user asked for the module, 0 it was
 #: loaded as a dependency; any other value is stored as NULL (not logged).
 _USERLOAD = {"yes": 1, "1": 1, "true": 1, "no": 0, "0": 0, "false": 0}

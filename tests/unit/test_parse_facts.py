@@ -97,7 +97,8 @@ def test_job_ids_of_any_scheduler_are_kept(jobid: str) -> None:
     assert _both(Parser(), _usual(jobid=jobid)).jobid == jobid
 
 
-@pytest.mark.parametrize("token", ["nil", "NIL", "none", "None", "null", "interactive", ""])
+@pytest.mark.parametrize("token", ["nil", "NIL", "none", "None", "null", "interactive", "",
+                                   "na", "N/A", "-"])
 def test_no_job_tokens_are_null(token: str) -> None:
     assert _both(Parser(), _usual(jobid=token)).jobid is None
 
@@ -109,6 +110,12 @@ def test_no_job_tokens_are_configurable() -> None:
     assert _both(parser, _usual(jobid="nil")).jobid == "nil"  # no longer a token
     assert _both(parser, _usual(jobid="")).jobid is None      # empty is never a job
     assert "interactive" in NO_JOB_TOKENS
+
+
+def test_the_default_tokens_are_the_parsers() -> None:
+    """One list: the setting's default is what a Parser() without settings uses."""
+    from lmod_tracker.config import Settings
+    assert set(Settings.model_fields["no_job_tokens"].default) == set(NO_JOB_TOKENS)
 
 
 def test_parser_from_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
