@@ -36,7 +36,7 @@ import tempfile
 import threading
 import time
 from bisect import bisect_right
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -721,6 +721,8 @@ class InsertVariant:
     bulk: bool = False
     #: the daily rollup's upserts for each batch's rows, in its transaction (rows precomputed)
     rollup: bool = False
+    #: batches of 10k rows per transaction (the rollup aggregates over all of them)
+    batches_per_commit: int = 1
 
 
 _SELECT_EXISTING = ("SELECT DATE_FORMAT(load_time, '%%Y-%%m-%%d %%H:%%i:%%s.%%f'), host_id,"
@@ -730,6 +732,19 @@ _UPSERT_CHECKPOINT = (
     " updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE"
     " byte_offset = GREATEST(byte_offset, VALUES(byte_offset)),"
     " path = VALUES(path), updated_at = VALUES(updated_at)")
+
+
+def _groups(batches: Iterable[list[tuple[Any, ...]]], size: int
+            ) -> Iterator[list[list[tuple[Any, ...]]]]:
+    """``size`` batches at a time (the last group may hold fewer)."""
+    group: list[list[tuple[Any, ...]]] = []
+    for batch in batches:
+        group.append(batch)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
 
 
 async def _insert_rows(env: Env, variant: InsertVariant) -> tuple[dict[str, float], float, int]:
@@ -762,7 +777,8 @@ async def _insert_rows(env: Env, variant: InsertVariant) -> tuple[dict[str, floa
                     raise BenchError("could not drop the unique key from the fact table")
             await conn.commit()
             insert = f"INSERT INTO bench_fact ({_FACT_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s)"
-            for batch in row_batches(env.rows_file):
+            for group in _groups(row_batches(env.rows_file), variant.batches_per_commit):
+                batch = [r for b in group for r in b]
                 # (the rows have no cluster and no userload: both None)
                 daily = rollup_rows([(*r, None, None) for r in batch]) if variant.rollup else []
                 c0 = time.process_time()
@@ -777,7 +793,8 @@ async def _insert_rows(env: Env, variant: InsertVariant) -> tuple[dict[str, floa
                             raise BenchError("the fact table already holds these rows")
                     parts["lookup"] += clock() - t0
                 t0 = clock()
-                n += await cur.executemany(insert, batch)
+                for part in group:
+                    n += await cur.executemany(insert, part)
                 parts["insert"] += clock() - t0
                 if daily:
                     t0 = clock()
@@ -934,7 +951,9 @@ def section_limits(env: Env) -> list[Row]:
             (InsertVariant(bulk=True), "binary bulk executemany of the same rows (the store's"
              " way; 10k rows per commit)"),
             (InsertVariant(bulk=True, rollup=True), "the same + the daily rollup's upserts of"
-             " each batch in its transaction: the least work an ingest must do")):
+             " each batch in its transaction: the least work an ingest must do"),
+            (InsertVariant(bulk=True, rollup=True, batches_per_commit=10), "the same with"
+             " 100k rows per transaction (the rollup aggregated over 10x more loads)")):
         say(f"limits: {what}")
         row = insert_limit(env, counts, variant, title, what)
         row.notes = percent_notes(env, row.rate or 1, ("mysql",)) + "; " + row.notes
