@@ -412,10 +412,18 @@ class Tailer:
                 best = (f.idle_since, ident, st.st_mtime)
         if best is None:
             return False
-        follower = self.followers.pop(best[1])
-        self.parked[best[1]] = (follower.offset, best[2])
-        follower.close()
+        follower = self.followers[best[1]]
+        self._release(follower, parked=(follower.offset, best[2]))
         return True
+
+    def _release(self, follower: Follower, *, parked: tuple[int, float] | None = None) -> None:
+        """Close a held file and stop following it; ``parked``: the (size, mtime) it is known
+        by, so that it is opened again only when it changes."""
+        ident = (follower.dev, follower.ino)
+        follower.close()
+        self.followers.pop(ident, None)
+        if parked is not None:
+            self.parked[ident] = parked
 
     def _open(self, ident: tuple[int, int], path: str, *, at_end: bool) -> None:
         """Hold the file open from now on; where to read from is resolved later."""
@@ -511,10 +519,7 @@ class Tailer:
         if _repeats.allow(("compressed", follower.path)):
             log.warning("compressed file skipped: add its name to exclude, and read it with"
                         " lmod-tracker ingest", file=path_text(follower.path), format=name)
-        ident = (follower.dev, follower.ino)
-        follower.close()
-        del self.followers[ident]
-        self.parked[ident] = (st.st_size, st.st_mtime)
+        self._release(follower, parked=(st.st_size, st.st_mtime))
 
     def _close_incomplete(self, follower: Follower, size: int) -> None:
         """A file gone from the directory for ``rotate_wait`` without one complete line: no
@@ -527,8 +532,7 @@ class Tailer:
             log.info("empty file gone from the directory, closing",
                      file=path_text(follower.path))
         self.unreadable.pop(follower.path, None)
-        follower.close()
-        self.followers.pop((follower.dev, follower.ino), None)
+        self._release(follower)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -541,7 +545,7 @@ class Tailer:
         progress = True
         while progress and not stop.is_set():
             progress = False
-            for ident, follower in list(self.followers.items()):
+            for follower in list(self.followers.values()):
                 if not follower.resolved:
                     continue
                 if not full and follower.key is not None and follower.present:
@@ -566,7 +570,7 @@ class Tailer:
                         return
                 else:
                     continue
-                self._maybe_drop(ident, follower)
+                self._maybe_drop(follower)
 
     def _next_chunk(self, follower: Follower) -> Chunk | None:
         read = self._next_read(follower)
@@ -594,7 +598,7 @@ class Tailer:
     def _expired(self, follower: Follower) -> bool:
         return time.monotonic() - follower.idle_since >= self.rotate_wait
 
-    def _maybe_drop(self, ident: tuple[int, int], follower: Follower) -> None:
+    def _maybe_drop(self, follower: Follower) -> None:
         if follower.present or not follower.resolved or not self._expired(follower):
             return
         try:
@@ -604,5 +608,4 @@ class Tailer:
         if size <= follower.offset:
             log.info("file fully read, closing", file=path_text(follower.path),
                      offset=follower.offset)
-            follower.close()
-            del self.followers[ident]
+            self._release(follower)
