@@ -381,6 +381,11 @@ class Decompressed(io.BufferedIOBase):
         self._done = True
 
 
+def damage_of(stream: object) -> str:
+    """Why a stream of :func:`open_stream` ended before its file did ('' when it did not)."""
+    return stream.damage if isinstance(stream, Decompressed) else ""
+
+
 def open_stream(path: str) -> tuple[BinaryIO, BinaryIO]:
     """Open a log for one-shot reading: ``(stream of lines, raw file for progress)``.
 

@@ -36,6 +36,7 @@ from lmod_tracker.files import (
     FINGERPRINT_BYTES,
     TAIL_BYTES,
     Decompressed,
+    damage_of,
     fingerprint_of,
     open_stream,
     path_text,
@@ -221,24 +222,20 @@ async def run_daemon(settings: Settings, *, once: bool = False,
     # same (a file rotated and compressed meanwhile is read through its descriptor), and the
     # status endpoint answers (degraded, with the reason).
     holding = asyncio.create_task(tailer.hold(stop), name="hold")
+    ready = False
     try:
         ready = await prepare(store, settings, attempts=5 if once else None, stop=stop,
                               stats=stats)
-    except BaseException:
-        if server is not None:
-            await server.close()
-        tailer.close()
-        await store.close()
-        raise
     finally:
         holding.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await holding
+        if not ready:  # stopped first, or the database refused us: raised on
+            if server is not None:
+                await server.close()
+            tailer.close()
+            await store.close()
     if not ready:
-        if server is not None:
-            await server.close()
-        tailer.close()
-        await store.close()
         return 0
     stats.degraded = False
     tailer.parsing = await start_parsing(parser, settings.parse_process)
@@ -584,7 +581,7 @@ async def _ingest_one(store: Store, settings: Settings, parser: Parser,
         st = os.fstat(raw.fileno())
         head = await asyncio.to_thread(stream.read, FINGERPRINT_BYTES)
         if not head:
-            report.damage = _damage(stream)
+            report.damage = damage_of(stream)
             return
         fingerprint = fingerprint_of(head) or fingerprint_of(head + b"\n")
         assert fingerprint is not None
@@ -623,11 +620,6 @@ async def _ingest_one(store: Store, settings: Settings, parser: Parser,
         if isinstance(stream, Decompressed) and stream.trailing:
             report.note = (f"{stream.trailing} bytes of trailing garbage after the"
                            f" {stream.compression.name} data ignored")
-
-
-def _damage(stream: object) -> str:
-    """Why a stream's content ended before its file did ('' when it did not)."""
-    return stream.damage if isinstance(stream, Decompressed) else ""
 
 
 def _seek_after(stream: BinaryIO, offset: int) -> bytes:
@@ -692,7 +684,7 @@ async def _feed(stream: object, raw: object, before: bytes, pos: int, key: FileK
             data = carry + block if carry else block
             end = not block
             if end and not damage:
-                damage = _damage(stream)
+                damage = damage_of(stream)
             cut = cutter.cut(data, pos, final=end and finished and not damage)
             carry = data[cut.consumed:]
             pos += cut.consumed

@@ -28,6 +28,7 @@ from lmod_tracker.files import (
     MAGIC_BYTES,
     Change,
     compression_of,
+    damage_of,
     open_stream,
     path_text,
     read_fingerprint,
@@ -107,7 +108,7 @@ class Selection:
                     continue
                 stream, raw = open_stream(entry.path)
                 try:  # damaged at its start reads as empty: worth a look all the same
-                    empty = not stream.read(1) and not getattr(stream, "damage", "")
+                    empty = not stream.read(1) and not damage_of(stream)
                 finally:
                     stream.close()
                     raw.close()
