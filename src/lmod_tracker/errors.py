@@ -94,6 +94,8 @@ _MYSQL_DATA = {
     1406,  # data too long for column
     3819,  # check constraint violated (MySQL)
     4025,  # check constraint violated (MariaDB)
+    1644,  # a SIGNAL: a site's trigger refusing the row
+    1216, 1452,  # a foreign key a site added refuses the row
     # A duplicate key: usually a writer racing on the same rows (the retry finds them), but it
     # must never block a batch for ever, so the writer isolates the row like a refused value.
     1062,

@@ -69,3 +69,31 @@ async def test_poison_rows_among_valid_ones(db: DbHandle, tmp_path: Path, seed: 
     wanted = sorted((e.user, e.package, e.version, e.load_time)
                     for e in (_valid(i) for i in range(n_valid)))
     assert [s[:3] for s in stored] == [w[:3] for w in wanted]
+
+
+async def test_rows_a_site_trigger_refuses(db: DbHandle, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A site's own trigger that refuses some rows (MariaDB SIGNAL, error 1644; SQLite
+    RAISE(ABORT)) refuses values, not the database: before, MariaDB's refusal was retried
+    for ever and nothing else was stored."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    store = store_for(db)
+    await store.open()
+    await store.init_schema()
+    if db.kind == "mysql":
+        db.execute("CREATE TRIGGER site_policy BEFORE INSERT ON module_usage FOR EACH ROW"
+                   " BEGIN IF NEW.jobid = 'blocked' THEN SIGNAL SQLSTATE '45000'"
+                   " SET MESSAGE_TEXT = 'refused by site policy'; END IF; END")
+    else:
+        db.execute("CREATE TRIGGER site_policy BEFORE INSERT ON module_usage"
+                   " WHEN NEW.jobid = 'blocked' BEGIN"
+                   " SELECT RAISE(ABORT, 'refused by site policy'); END")
+    events = [_valid(i) for i in range(500)]
+    for at in (3, 250, 499):
+        events.insert(at, _valid(1000 + at)._replace(jobid="blocked"))
+    stats = await write_two_chunks(store, "trigger", events)
+    await store.close()
+    assert db.scalar("SELECT COUNT(*) FROM module_usage") == 500
+    assert stats.poisoned == 3
+    reasons = [r[0] for r in db.rows("SELECT reason FROM rejected_line")]
+    assert len(reasons) == 3 and all("refused by site policy" in r for r in reasons)
